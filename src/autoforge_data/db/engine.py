@@ -277,6 +277,8 @@ class Database:
         self.target = settings.target
         self.driver = driver_for(settings)
         self.replica: Any = None
+        self.writes: Any
+        self.reads: Any
         if self.target.mode is Mode.REPLICA:
             from autoforge_data.db.replica import Replica
 
@@ -284,9 +286,7 @@ class Database:
             self.writes = ConnectionPool(
                 self.replica.primary_factory, settings.pool_size, settings.db_timeout
             )
-            self.reads = ConnectionPool(
-                self.replica.local_factory, settings.pool_size, settings.db_timeout
-            )
+            self.reads = self.replica.read_pool()
             self.engine = make_engine(settings, factory=self.replica.primary_factory)
             return
         if self.target.path is not None:

@@ -187,3 +187,17 @@ class Evaluations:
             (prompt_id, before or "~", limit),
         )
         return [_evaluation(r) for r in rows]
+
+
+def insert_prompts_bulk(uow: UnitOfWork, prompts: list[Prompt]) -> None:
+    """Insert many prompts with their version 1 (two executemany calls)."""
+    uow.executemany(
+        f"INSERT INTO prompts ({_PROMPT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(p.id, p.owner_id, p.title, p.content, p.status, p.current_version,
+          json.dumps(p.metadata), p.created_at, p.updated_at) for p in prompts],
+    )
+    uow.executemany(
+        "INSERT INTO prompt_versions (prompt_id, version, title, content, created_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        [(p.id, 1, p.title, p.content, p.created_at) for p in prompts],
+    )

@@ -70,6 +70,17 @@ class UnitOfWork:
                     hook(kind, elapsed)
         return cur
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], *, kind: str = "insert") -> None:
+        """Run one statement for many parameter rows (bulk work)."""
+        start = time.perf_counter()
+        try:
+            self._conn.cursor().executemany(sql, rows)
+        except Exception as exc:
+            raise self._translated(exc) from exc
+        finally:
+            for hook in _statement_hooks:
+                hook(kind, time.perf_counter() - start)
+
     def fetchone(self, sql: str, params: Sequence[Any] = (), *, kind: str = "select") -> Any:
         """Run a query and return its first row (or None)."""
         return self.execute(sql, params, kind=kind).fetchone()
@@ -111,6 +122,8 @@ class UnitOfWork:
     def __exit__(
         self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if exc is not None and isinstance(exc, Exception) and translate(exc) is None:
+            self._broken = True
         if self._in_tx:
             try:
                 self._conn.rollback()

@@ -8,7 +8,7 @@ which case the settings are read here, at the edge.
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 
 from autoforge_data.db.migrate import compare_type, include_object
 from autoforge_data.db.models import metadata
@@ -32,6 +32,11 @@ def main() -> None:
     """Entry point Alembic calls."""
     config = context.config
     connection = config.attributes.get("connection")
+    if isinstance(connection, Engine):  # pytest-alembic hands over an engine
+        with connection.connect() as conn:
+            run(conn)
+            conn.commit()
+        return
     if connection is not None:
         run(connection)
         return

@@ -13,7 +13,7 @@ import re
 from typing import Any, get_args
 
 from autoforge_data.db.engine import Database
-from autoforge_data.db.repositories import Evaluations, Prompts, Users
+from autoforge_data.db.repositories import Evaluations, Prompts, Users, insert_prompts_bulk
 from autoforge_data.db.uow import UnitOfWork
 from autoforge_data.domain import (
     Evaluation,
@@ -261,3 +261,35 @@ def _page(items: list[Any], limit: int) -> Page[Any]:
         items = items[:limit]
         return Page(items, items[-1].id)
     return Page(items, None)
+
+
+def import_prompts(
+    db: Database, owner_id: str, items: list[tuple[str, str]], *, batch_size: int = 5000,
+    status: str = "draft",
+) -> int:
+    """Bulk-create prompts (title, content) with their version 1; returns how many.
+
+    Each batch is one transaction; a failing batch rolls back alone and the error is raised.
+    """
+    _id(owner_id, "user")
+    checked = _status(status)
+    if not 1 <= batch_size <= 100_000:
+        raise InvalidInput("batch_size must be between 1 and 100000")
+    for title, content in items:
+        _text(title, "title", MAX_TITLE)
+        _text(content, "content", MAX_CONTENT)
+    done = 0
+    for start in range(0, len(items), batch_size):
+        now = utcnow()
+        batch = [
+            Prompt(new_id(), owner_id, t, c, checked, 1, {}, now, now)
+            for t, c in items[start : start + batch_size]
+        ]
+        try:
+            with UnitOfWork(db, write=True) as uow:
+                insert_prompts_bulk(uow, batch)
+                uow.commit()
+        except NotFound:
+            raise NotFound(f"user {owner_id} not found") from None
+        done += len(batch)
+    return done

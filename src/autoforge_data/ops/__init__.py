@@ -1,0 +1,1 @@
+"""Operations: doctor, and (in later issues) backup, restore, branching, replication."""

@@ -1,0 +1,104 @@
+"""Shared fixtures: real sqld and redis-server processes, and databases in the three modes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from autoforge_data.db import migrate
+from autoforge_data.db.engine import Database
+from autoforge_data.settings import Settings
+from servers import Redis, Sqld, start_redis, start_sqld
+
+MODES = ("embedded", "remote", "replica")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No AFDB_* variable of the caller's shell leaks into a test; cwd is a fresh folder."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("AFDB_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def sqld(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sqld]:
+    """One sqld primary for the session (tests use their own rows, never global counts)."""
+    server = start_sqld(tmp_path_factory.mktemp("sqld"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fresh_sqld(tmp_path: Path) -> Iterator[Sqld]:
+    """A sqld primary of the test's own, that the test may kill, pause and restart."""
+    server = start_sqld(tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def sqld_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sqld, Sqld]]:
+    """A sqld primary and a sqld read replica following it (--primary-grpc-url)."""
+    tmp = tmp_path_factory.mktemp("sqldpair")
+    primary = start_sqld(tmp, name="primary")
+    try:
+        replica = start_sqld(tmp, primary=primary, name="replica")
+        try:
+            yield primary, replica
+        finally:
+            replica.stop()
+    finally:
+        primary.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Redis]:
+    """A redis-server of the test's own on a free port (never the machine's shared one)."""
+    server = start_redis(tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def settings_for(mode: str, tmp: Path, server: Sqld | None = None, **extra: object) -> Settings:
+    """Settings for one of the three modes, rooted in ``tmp``."""
+    if mode == "embedded":
+        return Settings.load("dev", base_dir=tmp, data_dir=tmp / "data", **extra)
+    assert server is not None
+    if mode == "remote":
+        return Settings.load("dev", base_dir=tmp, database_url=server.url, **extra)
+    return Settings.load(
+        "dev", base_dir=tmp, database_url=str(tmp / "replica" / "local.db"),
+        sync_url=server.url, **extra,
+    )
+
+
+@pytest.fixture(params=MODES)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A migrated database in each mode: embedded file, remote sqld, embedded replica of sqld."""
+    server = request.getfixturevalue("sqld") if request.param != "embedded" else None
+    database = Database(settings_for(request.param, tmp_path, server))
+    try:
+        migrate.upgrade(database)
+        if database.replica is not None:
+            database.replica.sync()
+        yield database
+    finally:
+        database.close()
+
+
+def unique_email() -> str:
+    """An email no other test uses (the remote database is shared by the session)."""
+    return f"u{uuid.uuid4().hex[:12]}@example.com"
