@@ -102,3 +102,45 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
 def unique_email() -> str:
     """An email no other test uses (the remote database is shared by the session)."""
     return f"u{uuid.uuid4().hex[:12]}@example.com"
+
+
+@pytest.fixture(scope="session")
+def jwt_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, Path]:
+    """An Ed25519 key pair: the private key (PEM) and the public key file sqld reads."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    path = tmp_path_factory.mktemp("jwt") / "jwt.pub.pem"
+    path.write_bytes(public)
+    return private, path
+
+
+@pytest.fixture(scope="session")
+def jwt_sqld(tmp_path_factory: pytest.TempPathFactory, jwt_keys: tuple[bytes, Path]) -> Iterator[Sqld]:
+    """A sqld that requires JWTs signed by ``jwt_keys``."""
+    server = start_sqld(tmp_path_factory.mktemp("sqldjwt"),
+                        extra=["--auth-jwt-key-file", str(jwt_keys[1])])
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def mint_token(private_pem: bytes, *, read_only: bool = False, ttl: int = 600) -> str:
+    """A sqld token (EdDSA JWT) with an expiry, full access or read-only."""
+    import time
+
+    import jwt
+
+    claims: dict[str, object] = {"exp": int(time.time()) + ttl, "iat": int(time.time())}
+    if read_only:
+        claims["a"] = "ro"
+    return jwt.encode(claims, private_pem, algorithm="EdDSA")

@@ -13,10 +13,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from typer.exceptions import TyperException
 
 from autoforge_data.errors import AfdbError
 
@@ -348,12 +349,13 @@ def run(argv: list[str] | None = None) -> int:
         if _state.debug:
             raise
         _fail(exc.one_line())
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return int(exc.exit_code or 0)
-    except click.ClickException as exc:
-        _fail(f"{exc.format_message()} (hint: see afdb --help)")
-    except click.exceptions.Abort:
+    except typer.Abort:
         _fail("aborted")
+    except TyperException as exc:  # usage errors: unknown option, missing argument, bad value
+        message = getattr(exc, "format_message", lambda: str(exc))()
+        _fail(f"{message} (hint: see afdb {' '.join(_subcommand(argv))} --help)")
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except Exception as exc:
@@ -361,6 +363,11 @@ def run(argv: list[str] | None = None) -> int:
             raise
         _fail(f"unexpected {type(exc).__name__} (hint: rerun with --debug and report it)")
     return int(result) if isinstance(result, int) else 0
+
+
+def _subcommand(argv: list[str] | None) -> list[str]:
+    args = sys.argv[1:] if argv is None else argv
+    return [a for a in args[:2] if not a.startswith("-")]
 
 
 def main() -> None:

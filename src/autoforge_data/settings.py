@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import os
+import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -270,8 +271,11 @@ def _check_writable(directory: Path) -> None:
             f"data directory {directory} is not a directory",
             hint="set AFDB_DATA_DIR or AFDB_DATABASE_URL to a writable location",
         )
-    if not os.access(probe, os.W_OK | os.X_OK):
+    try:  # a real write, not os.access: root passes access checks on read-only places
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError:
         raise ConfigError(
             f"data directory {directory} is not writable",
             hint="set AFDB_DATA_DIR or AFDB_DATABASE_URL to a writable location",
-        )
+        ) from None

@@ -242,7 +242,19 @@ def make_engine(settings: Settings, *, factory: Factory | None = None) -> Engine
         kwargs.update(pool_size=settings.pool_size, max_overflow=0, pool_timeout=settings.db_timeout)
     engine = create_engine(url, **kwargs)
     _install_begin_handling(engine)
+    _install_error_mapping(engine)
     return engine
+
+
+def _install_error_mapping(engine: Engine) -> None:
+    """Engine users get our error types too (a bad vector, a duplicate key, a lost server)."""
+    from autoforge_data.db.errormap import translate
+
+    @event.listens_for(engine, "handle_error")
+    def _map(ctx: Any) -> None:
+        mapped = translate(ctx.original_exception)
+        if mapped is not None and not ctx.is_disconnect:
+            raise mapped from ctx.original_exception
 
 
 def _install_begin_handling(engine: Engine) -> None:

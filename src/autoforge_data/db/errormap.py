@@ -56,7 +56,7 @@ def translate(exc: BaseException) -> AfdbError | None:
     """Our error for a driver or SQLAlchemy exception, or None if it is not a database error."""
     if isinstance(exc, AfdbError):
         return exc
-    orig: Any = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    orig: Any = exc.orig if isinstance(exc, sa_exc.StatementError) else exc
     if isinstance(orig, AfdbError):
         return orig
     kind = type(orig).__name__

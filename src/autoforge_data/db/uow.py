@@ -42,7 +42,13 @@ class UnitOfWork:
         self.committed = False
 
     def __enter__(self) -> UnitOfWork:
-        self._conn = self._pool.checkout()
+        try:
+            self._conn = self._pool.checkout()
+        except Exception as exc:  # connecting failed: unreachable, wrong key, not a database
+            mapped = translate(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
         try:
             if self.write:
                 self.execute("BEGIN IMMEDIATE", (), kind="begin")
