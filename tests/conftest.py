@@ -80,8 +80,11 @@ def settings_for(mode: str, tmp: Path, server: Sqld | None = None, **extra: obje
     if mode == "remote":
         return Settings.load("dev", base_dir=tmp, database_url=server.url, **extra)
     return Settings.load(
-        "dev", base_dir=tmp, database_url=str(tmp / "replica" / "local.db"),
-        sync_url=server.url, **extra,
+        "dev",
+        base_dir=tmp,
+        database_url=str(tmp / "replica" / "local.db"),
+        sync_url=server.url,
+        **extra,
     )
 
 
@@ -112,7 +115,8 @@ def jwt_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, Path]:
 
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
     public = key.public_key().public_bytes(
@@ -124,10 +128,13 @@ def jwt_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, Path]:
 
 
 @pytest.fixture(scope="session")
-def jwt_sqld(tmp_path_factory: pytest.TempPathFactory, jwt_keys: tuple[bytes, Path]) -> Iterator[Sqld]:
+def jwt_sqld(
+    tmp_path_factory: pytest.TempPathFactory, jwt_keys: tuple[bytes, Path]
+) -> Iterator[Sqld]:
     """A sqld that requires JWTs signed by ``jwt_keys``."""
-    server = start_sqld(tmp_path_factory.mktemp("sqldjwt"),
-                        extra=["--auth-jwt-key-file", str(jwt_keys[1])])
+    server = start_sqld(
+        tmp_path_factory.mktemp("sqldjwt"), extra=["--auth-jwt-key-file", str(jwt_keys[1])]
+    )
     try:
         yield server
     finally:

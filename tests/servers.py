@@ -68,7 +68,10 @@ class Proc:
         """Start (or restart) the process and wait until its port accepts connections."""
         logf = self.log.open("ab")
         self.proc = subprocess.Popen(
-            self.argv, stdout=logf, stderr=subprocess.STDOUT, cwd=self.workdir,
+            self.argv,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
             start_new_session=True,
         )
         logf.close()
@@ -162,8 +165,14 @@ def start_sqld(
     workdir.mkdir(parents=True, exist_ok=True)
     http, grpc = free_port(), free_port()
     argv = [
-        binary, "--db-path", str(workdir / "data"), "--http-listen-addr", f"127.0.0.1:{http}",
-        "--grpc-listen-addr", f"127.0.0.1:{grpc}", "--no-welcome",
+        binary,
+        "--db-path",
+        str(workdir / "data"),
+        "--http-listen-addr",
+        f"127.0.0.1:{http}",
+        "--grpc-listen-addr",
+        f"127.0.0.1:{grpc}",
+        "--no-welcome",
     ]
     admin = None
     if namespaces:
@@ -172,8 +181,15 @@ def start_sqld(
     if primary is not None:
         argv += ["--primary-grpc-url", primary.grpc_url]
     argv += extra or []
-    server = Sqld(argv=argv, port=http, workdir=workdir, log=workdir / "sqld.log",
-                  grpc_port=grpc, admin_port=admin, extra=extra or [])
+    server = Sqld(
+        argv=argv,
+        port=http,
+        workdir=workdir,
+        log=workdir / "sqld.log",
+        grpc_port=grpc,
+        admin_port=admin,
+        extra=extra or [],
+    )
     server.start()
     _wait_http_ready(server)
     return server
@@ -209,8 +225,19 @@ def start_redis(tmp: Path, *, args: list[str] | None = None, name: str = "redis"
     workdir = tmp / name
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(workdir)] + (args or [])
+    argv = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(workdir),
+    ] + (args or [])
     server = Redis(argv=argv, port=port, workdir=workdir, log=workdir / "redis.log")
     server.start()
     return server

@@ -62,8 +62,9 @@ def test_happy_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 def _afdb(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("AFDB_")} | env
-    return subprocess.run([AFDB, *args], env=full, cwd=cwd, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(  # noqa: PLW1510 - the tests read the return code themselves
+        [AFDB, *args], env=full, cwd=cwd, capture_output=True, text=True, timeout=60
+    )
 
 
 def _one_clear_line(proc: subprocess.CompletedProcess[str], needle: str) -> None:
@@ -94,8 +95,11 @@ def test_invalid_settings_one_line(tmp_path: Path, env: dict[str, str], needle: 
 def test_unreachable_server_one_line(tmp_path: Path) -> None:
     """A server that is not there: one line, quickly."""
     url = f"http://127.0.0.1:{free_port()}"
-    proc = _afdb(["prompts", "list", "--owner", "01J0000000000000000000000A"],
-                 {"AFDB_DATABASE_URL": url}, tmp_path)
+    proc = _afdb(
+        ["prompts", "list", "--owner", "01J0000000000000000000000A"],
+        {"AFDB_DATABASE_URL": url},
+        tmp_path,
+    )
     _one_clear_line(proc, "unreachable")
 
 
@@ -130,7 +134,10 @@ def test_no_schema_yet(tmp_path: Path) -> None:
 def test_wrong_token_one_line(tmp_path: Path, jwt_sqld: Sqld) -> None:
     """A token the server rejects: one line that does not contain the token."""
     token = "eyJhbGciOiJFZERTQSJ9.eyJ4IjoxfQ.c2lnbmF0dXJl"
-    proc = _afdb(["prompts", "list", "--owner", "01J0000000000000000000000A"],
-                 {"AFDB_DATABASE_URL": jwt_sqld.url, "AFDB_AUTH_TOKEN": token}, tmp_path)
+    proc = _afdb(
+        ["prompts", "list", "--owner", "01J0000000000000000000000A"],
+        {"AFDB_DATABASE_URL": jwt_sqld.url, "AFDB_AUTH_TOKEN": token},
+        tmp_path,
+    )
     _one_clear_line(proc, "rejected the credentials")
     assert token not in proc.stderr + proc.stdout

@@ -75,7 +75,10 @@ def test_file_with_libsql_vector_index_is_refused_by_sqlite3(tmp_path: Path) -> 
 
 def test_two_drivers_on_one_file_refused(tmp_path: Path) -> None:
     """One process never opens one file with two SQLite libraries."""
-    with Database(settings_for("embedded", tmp_path)), pytest.raises(ConfigError, match="already open"):
+    with (
+        Database(settings_for("embedded", tmp_path)),
+        pytest.raises(ConfigError, match="already open"),
+    ):
         Database(settings_for("embedded", tmp_path, db_driver="libsql"))
 
 

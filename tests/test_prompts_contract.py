@@ -84,7 +84,9 @@ def test_edit_makes_new_immutable_version(db: Database, owner: str) -> None:
     assert (e3.current_version, e3.title, e3.content) == (3, "T3", "v2 text")
     history = svc.prompt_history(db, p.id)
     assert [(v.version, v.title, v.content) for v in history] == [
-        (1, "T", "v1 text"), (2, "T", "v2 text"), (3, "T3", "v2 text"),
+        (1, "T", "v1 text"),
+        (2, "T", "v2 text"),
+        (3, "T3", "v2 text"),
     ]
     assert svc.get_prompt(db, p.id) == e3
 
@@ -131,8 +133,10 @@ def test_schema_check_constraint_holds_behind_the_service(db: Database, owner: s
 def test_versions_are_immutable_in_the_database(db: Database, owner: str) -> None:
     """UPDATE and DELETE of prompt_versions are refused by triggers."""
     p = svc.create_prompt(db, owner, "T", "C")
-    for sql in ("UPDATE prompt_versions SET content = 'x' WHERE prompt_id = ?",
-                "DELETE FROM prompt_versions WHERE prompt_id = ?"):
+    for sql in (
+        "UPDATE prompt_versions SET content = 'x' WHERE prompt_id = ?",
+        "DELETE FROM prompt_versions WHERE prompt_id = ?",
+    ):
         with pytest.raises(Conflict), UnitOfWork(db, write=True) as uow:
             uow.execute(sql, (p.id,))
             uow.commit()
@@ -141,8 +145,10 @@ def test_versions_are_immutable_in_the_database(db: Database, owner: str) -> Non
 
 def test_list_newest_first_with_keyset_paging(db: Database, owner: str) -> None:
     """Pages of a user's prompts are newest first, disjoint, and cover everything."""
-    made = [svc.create_prompt(db, owner, f"P{i}", "C", status="active" if i % 2 else "draft")
-            for i in range(7)]
+    made = [
+        svc.create_prompt(db, owner, f"P{i}", "C", status="active" if i % 2 else "draft")
+        for i in range(7)
+    ]
     seen: list[str] = []
     cursor = None
     while True:
@@ -166,7 +172,8 @@ def test_list_uses_the_covering_index(db: Database, owner: str) -> None:
         plan = uow.fetchall(
             "EXPLAIN QUERY PLAN SELECT id, title, status, current_version, created_at, updated_at "
             "FROM prompts INDEXED BY ix_prompts_owner_list WHERE owner_id = ? AND id < ? "
-            "ORDER BY id DESC LIMIT ?", (owner, "~", 20),
+            "ORDER BY id DESC LIMIT ?",
+            (owner, "~", 20),
         )
     detail = " ".join(str(row[-1]) for row in plan)
     assert "COVERING INDEX ix_prompts_owner_list" in detail

@@ -81,8 +81,10 @@ def test_replica_mode(tmp_path: Path) -> None:
         ({"database_url": "https://db.example.com?authToken=abc"}, "must not carry credentials"),
         ({"sync_interval": 5.0}, "needs AFDB_SYNC_URL"),
         ({"mode": "replica"}, "needs AFDB_SYNC_URL"),
-        ({"database_url": "http://127.0.0.1:1", "sync_url": "http://127.0.0.1:2"},
-         "needs a local database path"),
+        (
+            {"database_url": "http://127.0.0.1:1", "sync_url": "http://127.0.0.1:2"},
+            "needs a local file",
+        ),
         ({"database_url": ":memory:"}, "in-memory"),
         ({"port": 0}, "AFDB_PORT"),
         ({"database_url": "http://127.0.0.1:1", "encryption_key": "k"}, "only applies"),
@@ -123,8 +125,9 @@ def test_data_dir_that_is_a_file(tmp_path: Path) -> None:
 
 def test_secrets_never_in_repr(tmp_path: Path) -> None:
     """The token and the encryption key never show in repr or in the doctor's view."""
-    s = Settings.load(base_dir=tmp_path, database_url="libsql://db.turso.io",
-                      auth_token="sekrit-token-123")
+    s = Settings.load(
+        base_dir=tmp_path, database_url="libsql://db.turso.io", auth_token="sekrit-token-123"
+    )
     assert "sekrit" not in repr(s)
     assert "sekrit" not in str(s.redacted())
     assert "sekrit" not in s.target.describe()

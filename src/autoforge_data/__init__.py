@@ -1,3 +1,3 @@
-"""AutoForgeNexus data platform: prompts on libSQL, semantic search, a Redis cache and operations."""
+"""AutoForgeNexus data platform: prompts on libSQL, semantic search, a Redis cache, operations."""
 
 __version__ = "0.1.0"

@@ -16,7 +16,6 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
-
 from typer.exceptions import TyperException
 
 from autoforge_data.errors import AfdbError
@@ -25,14 +24,21 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 app = typer.Typer(
-    name="afdb", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+    name="afdb",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
     help="AutoForgeNexus data platform: prompts on libSQL, search, cache and operations.\n\n"
     "Example: afdb --env dev init --demo",
 )
-prompts_app = typer.Typer(no_args_is_help=True, help="Create and read prompts.\n\n"
-                          "Example: afdb prompts list --owner 01J...")
-users_app = typer.Typer(no_args_is_help=True, help="Create and list users.\n\n"
-                        "Example: afdb users add ada@example.com ada")
+prompts_app = typer.Typer(
+    no_args_is_help=True,
+    help="Create and read prompts.\n\nExample: afdb prompts list --owner 01J...",
+)
+users_app = typer.Typer(
+    no_args_is_help=True,
+    help="Create and list users.\n\nExample: afdb users add ada@example.com ada",
+)
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(users_app, name="users")
 
@@ -50,8 +56,12 @@ _state = State()
 
 @app.callback()
 def _main(
-    env: Annotated[str | None, typer.Option("--env", "-e", help="Profile: dev, staging or prod "
-                                            "(default: AFDB_ENV or dev).")] = None,
+    env: Annotated[
+        str | None,
+        typer.Option(
+            "--env", "-e", help="Profile: dev, staging or prod (default: AFDB_ENV or dev)."
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
 ) -> None:
     """AutoForgeNexus data platform command line."""
@@ -82,7 +92,7 @@ def _database(*, check_schema: bool = True) -> Iterator[Any]:
 
 
 def _json(obj: Any) -> None:
-    console.print_json(json.dumps(obj, default=lambda o: asdict(o)))
+    console.print_json(json.dumps(obj, default=asdict))
 
 
 @app.command()
@@ -107,10 +117,17 @@ def init(
 @app.command("migrate")
 def migrate_cmd(
     to: Annotated[str, typer.Option("--to", help="Target revision (default: head).")] = "head",
-    check: Annotated[bool, typer.Option("--check", help="Only check: exit 2 if the database is "
-                                        "behind the code or drifts from the models.")] = False,
-    down: Annotated[str | None, typer.Option("--downgrade", help="Downgrade to this revision "
-                                             "('base' drops everything).")] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Only check: exit 2 if the database is behind the code or drifts from the models.",
+        ),
+    ] = False,
+    down: Annotated[
+        str | None,
+        typer.Option("--downgrade", help="Downgrade to this revision ('base' drops everything)."),
+    ] = None,
 ) -> None:
     """Upgrade (or downgrade) the schema; --check reports drift without changing anything.
 
@@ -123,12 +140,15 @@ def migrate_cmd(
             rev = migrate.check_not_newer(db)
             head = migrate.code_head()
             if rev != head:
-                raise AfdbError(f"database at {rev or 'no schema'}, code at {head}",
-                                hint="run: afdb migrate")
+                raise AfdbError(
+                    f"database at {rev or 'no schema'}, code at {head}", hint="run: afdb migrate"
+                )
             diffs = migrate.drift(db)
             if diffs:
-                raise AfdbError(f"schema drift: {len(diffs)} difference(s): {diffs[0]}",
-                                hint="the database was changed by hand; restore or migrate")
+                raise AfdbError(
+                    f"schema drift: {len(diffs)} difference(s): {diffs[0]}",
+                    hint="the database was changed by hand; restore or migrate",
+                )
             console.print(f"ok: database at {head}, no drift")
         elif down is not None:
             migrate.downgrade(db, down)
@@ -156,13 +176,15 @@ def doctor() -> None:
     console.print(table)
     failed = [name for name, ok, _ in rows if not ok]
     if failed:
-        raise AfdbError(f"{len(failed)} check(s) failed: {', '.join(failed)}",
-                        hint="see the table above")
+        raise AfdbError(
+            f"{len(failed)} check(s) failed: {', '.join(failed)}", hint="see the table above"
+        )
 
 
 @users_app.command("add")
 def users_add(
-    email: str, username: str,
+    email: str,
+    username: str,
     clerk_id: Annotated[str | None, typer.Option(help="The identity provider's user id.")] = None,
 ) -> None:
     """Create a user.
@@ -222,10 +244,13 @@ def prompts_add(
 @prompts_app.command("edit")
 def prompts_edit(
     prompt_id: str,
-    content: Annotated[str | None, typer.Option(help="New text ('-' reads standard input).")] = None,
+    content: Annotated[
+        str | None, typer.Option(help="New text ('-' reads standard input).")
+    ] = None,
     title: Annotated[str | None, typer.Option(help="New title.")] = None,
-    expected_version: Annotated[int | None, typer.Option(help="Refuse if not at this version.")]
-    = None,
+    expected_version: Annotated[
+        int | None, typer.Option(help="Refuse if not at this version.")
+    ] = None,
 ) -> None:
     """Save a new version of a prompt.
 
@@ -235,8 +260,9 @@ def prompts_edit(
 
     text = sys.stdin.read() if content == "-" else content
     with _database() as db:
-        prompt = svc.edit_prompt(db, prompt_id, content=text, title=title,
-                                 expected_version=expected_version)
+        prompt = svc.edit_prompt(
+            db, prompt_id, content=text, title=title, expected_version=expected_version
+        )
     console.print(f"{prompt.id} is now at version {prompt.current_version}")
 
 
@@ -310,7 +336,12 @@ def prompts_history(
     for col in ("version", "created_at", "title", "content"):
         table.add_column(col)
     for v in versions:
-        table.add_row(str(v.version), v.created_at, v.title, v.content[:80], )
+        table.add_row(
+            str(v.version),
+            v.created_at,
+            v.title,
+            v.content[:80],
+        )
     console.print(table)
 
 
@@ -354,7 +385,8 @@ def run(argv: list[str] | None = None) -> int:
     except typer.Abort:
         _fail("aborted")
     except TyperException as exc:  # usage errors: unknown option, missing argument, bad value
-        message = getattr(exc, "format_message", lambda: str(exc))()
+        fmt = getattr(exc, "format_message", None)
+        message = fmt() if callable(fmt) else str(exc)
         _fail(f"{message} (hint: see afdb {' '.join(_subcommand(argv))} --help)")
     except KeyboardInterrupt:
         _fail("interrupted", 130)
@@ -373,5 +405,3 @@ def _subcommand(argv: list[str] | None) -> list[str]:
 def main() -> None:
     """Console script entry point."""
     raise SystemExit(run())
-
-

@@ -29,7 +29,7 @@ def _encode(value: int, length: int) -> str:
 
 def new_id() -> str:
     """Return a new 26-character id, greater than every id this process made before."""
-    global _last_ms, _last_rand  # noqa: PLW0603 - process-wide monotonic state
+    global _last_ms, _last_rand
     with _lock:
         now = time.time_ns() // 1_000_000
         if now <= _last_ms:

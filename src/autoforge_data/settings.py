@@ -80,7 +80,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
 
     @classmethod
-    def load(cls, env: str | None = None, *, base_dir: Path | None = None, **overrides: Any) -> Settings:
+    def load(
+        cls, env: str | None = None, *, base_dir: Path | None = None, **overrides: Any
+    ) -> Settings:
         """Read the settings for a profile and check them; raises ConfigError with one line."""
         base = base_dir or Path.cwd()
         profile = env or os.environ.get("AFDB_ENV") or _dotenv_value(base / ".env", "AFDB_ENV")
@@ -113,11 +115,10 @@ class Settings(BaseSettings):
         """Reject invalid combinations with one clear message (see the README)."""
         target = self.target
         if target.mode is not Mode.EMBEDDED and self.encryption_key is not None:
-            if target.mode is Mode.REMOTE:
-                raise ConfigError(
-                    "AFDB_ENCRYPTION_KEY only applies to local database files",
-                    hint="unset it, or point AFDB_DATABASE_URL at a file",
-                )
+            raise ConfigError(
+                "AFDB_ENCRYPTION_KEY only applies to embedded database files",
+                hint="unset it, or point AFDB_DATABASE_URL at a file without AFDB_SYNC_URL",
+            )
         if target.path is not None:
             _check_writable(target.path.parent)
 
@@ -164,15 +165,15 @@ def _resolve_target(s: Settings) -> DatabaseTarget:
     if s.sync_url:
         if local is None:
             raise ConfigError(
-                "AFDB_SYNC_URL needs a local database path in AFDB_DATABASE_URL (embedded replica)",
-                hint="set AFDB_DATABASE_URL=data/replica.db, or unset AFDB_SYNC_URL for remote mode",
+                "AFDB_SYNC_URL needs a local file in AFDB_DATABASE_URL (embedded replica)",
+                hint="set AFDB_DATABASE_URL=data/replica.db, or unset AFDB_SYNC_URL",
             )
         sync = _check_remote_url(s.sync_url, "AFDB_SYNC_URL", s.auth_token)
         return DatabaseTarget(Mode.REPLICA, local.absolute(), sync)
     if s.mode is Mode.REPLICA or s.sync_interval is not None:
         raise ConfigError(
             "an embedded replica needs AFDB_SYNC_URL (the primary's URL)",
-            hint="set AFDB_SYNC_URL=https://your-db.turso.io, or unset AFDB_MODE/AFDB_SYNC_INTERVAL",
+            hint="set AFDB_SYNC_URL=https://db.turso.io, or unset AFDB_MODE/AFDB_SYNC_INTERVAL",
         )
     if remote_url is not None:
         url = _check_remote_url(remote_url, "AFDB_DATABASE_URL", s.auth_token)

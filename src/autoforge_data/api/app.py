@@ -1,4 +1,4 @@
-"""The HTTP app factory: ``create_app(settings)`` with a lifespan that opens and closes the database.
+"""The HTTP app factory: `create_app(settings)`, a lifespan that opens and closes the database.
 
 This is the skeleton of the service (health endpoints and error handling); the prompt, search and
 metrics routes arrive with the service issue.
@@ -84,8 +84,9 @@ async def _run_checks(
     async def one(fn: Callable[[Database], dict[str, Any]]) -> dict[str, Any]:
         try:
             return await asyncio.wait_for(
-                anyio.to_thread.run_sync(fn, app.state.db, limiter=app.state.limiter,
-                                         abandon_on_cancel=True),
+                anyio.to_thread.run_sync(
+                    fn, app.state.db, limiter=app.state.limiter, abandon_on_cancel=True
+                ),
                 CHECK_TIMEOUT,
             )
         except TimeoutError:

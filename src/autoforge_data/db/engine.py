@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.pool import NullPool, QueuePool
+from sqlalchemy.pool import QueuePool
 
 from autoforge_data.errors import Busy, ConfigError
 from autoforge_data.fsutil import ensure_private_dir, touch_private
@@ -151,7 +151,9 @@ def hrana_factory(settings: Settings, url: str) -> Factory:
 
     def connect() -> DBAPIConnection:
         return hrana.connect(
-            url, auth_token=token, timeout=settings.db_timeout,
+            url,
+            auth_token=token,
+            timeout=settings.db_timeout,
             connect_timeout=settings.connect_timeout,
         )
 
@@ -226,21 +228,24 @@ class ConnectionPool:
                 self._idle.pop().close()
 
 
-def make_engine(settings: Settings, *, factory: Factory | None = None) -> Engine:
+_DIALECTS = {"sqlite3": "sqlite+pysqlite://", "libsql": "sqlite+libsql://", "hrana": "sqlite+hrana://"}
+
+
+def make_engine(
+    settings: Settings, *, factory: Factory | None = None, driver: str | None = None
+) -> Engine:
     """A SQLAlchemy engine for the configured database (Alembic, admin and ad-hoc queries)."""
-    target = settings.target
-    driver = driver_for(settings)
+    driver = driver or driver_for(settings)
     if factory is None:
         factory = _factory(settings, driver)
-    if target.mode is Mode.REMOTE:
-        url, poolclass = "sqlite+hrana://", NullPool
-    else:
-        url = "sqlite+libsql://" if driver == "libsql" else "sqlite+pysqlite://"
-        poolclass = QueuePool
-    kwargs: dict[str, Any] = {"creator": factory, "poolclass": poolclass}
-    if poolclass is QueuePool:
-        kwargs.update(pool_size=settings.pool_size, max_overflow=0, pool_timeout=settings.db_timeout)
-    engine = create_engine(url, **kwargs)
+    engine = create_engine(
+        _DIALECTS[driver],
+        creator=factory,
+        poolclass=QueuePool,
+        pool_size=settings.pool_size,
+        max_overflow=0,
+        pool_timeout=settings.db_timeout,
+    )
     _install_begin_handling(engine)
     _install_error_mapping(engine)
     return engine
@@ -299,7 +304,9 @@ class Database:
                 self.replica.primary_factory, settings.pool_size, settings.db_timeout
             )
             self.reads = self.replica.read_pool()
-            self.engine = make_engine(settings, factory=self.replica.primary_factory)
+            self.engine = make_engine(
+                settings, factory=self.replica.primary_factory, driver="hrana"
+            )
             return
         if self.target.path is not None:
             prepare_file(settings, self.target.path, self.driver)

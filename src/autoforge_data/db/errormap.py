@@ -29,20 +29,43 @@ from autoforge_data.errors import (
 _RULES: tuple[tuple[tuple[str, ...], type[AfdbError], str, str | None], ...] = (
     (("unique constraint", "primary key"), Conflict, "already exists", None),
     (("foreign key constraint",), NotFound, "refers to something that does not exist", None),
-    (("check constraint", "not null constraint", "datatype mismatch"), InvalidInput,
-     "value rejected by the schema", None),
+    (
+        ("check constraint", "not null constraint", "datatype mismatch"),
+        InvalidInput,
+        "value rejected by the schema",
+        None,
+    ),
     (("immutable",), Conflict, "this record is immutable", "create a new version instead"),
-    (("database is locked", "database table is locked", "sqlite_busy", "sqlite_locked"), Busy,
-     "the database is busy", None),
-    (("readonly", "read-only", "read only", "not allowed to write"), ReadOnly,
-     "the database is read-only here", "use a token with write access, or the primary"),
-    (("no such table", "no such column"), SchemaError, "the database schema is out of date",
-     "run: afdb migrate"),
-    (("file is not a database", "malformed", "corrupt", "notadb"), Corrupt,
-     "the database file is damaged or not a database",
-     "restore the latest verified backup (afdb backup restore)"),
-    (("disk is full", "disk i/o error", "sqlite_full", "sqlite_ioerr"), DatabaseError,
-     "the database could not write to disk", "check free space and the disk's health"),
+    (
+        ("database is locked", "database table is locked", "sqlite_busy", "sqlite_locked"),
+        Busy,
+        "the database is busy",
+        None,
+    ),
+    (
+        ("readonly", "read-only", "read only", "not allowed to write"),
+        ReadOnly,
+        "the database is read-only here",
+        "use a token with write access, or the primary",
+    ),
+    (
+        ("no such table", "no such column"),
+        SchemaError,
+        "the database schema is out of date",
+        "run: afdb migrate",
+    ),
+    (
+        ("file is not a database", "malformed", "corrupt", "notadb"),
+        Corrupt,
+        "the database file is damaged or not a database",
+        "restore the latest verified backup (afdb backup restore)",
+    ),
+    (
+        ("disk is full", "disk i/o error", "sqlite_full", "sqlite_ioerr"),
+        DatabaseError,
+        "the database could not write to disk",
+        "check free space and the disk's health",
+    ),
 )
 
 
@@ -52,7 +75,7 @@ def _message_of(exc: BaseException) -> str:
     return f"{text} {code}".lower() if isinstance(code, str) else text
 
 
-def translate(exc: BaseException) -> AfdbError | None:
+def translate(exc: BaseException) -> AfdbError | None:  # noqa: PLR0911 - one exit per family
     """Our error for a driver or SQLAlchemy exception, or None if it is not a database error."""
     if isinstance(exc, AfdbError):
         return exc
@@ -81,8 +104,10 @@ def translate(exc: BaseException) -> AfdbError | None:
 
 
 def _is_dbapi_error(exc: BaseException) -> bool:
-    return any(c.__name__ == "DatabaseError" or c.__name__ == "Error" and
-               c.__module__.endswith("hrana") for c in type(exc).__mro__)
+    return any(
+        c.__name__ == "DatabaseError" or (c.__name__ == "Error" and c.__module__.endswith("hrana"))
+        for c in type(exc).__mro__
+    )
 
 
 def _looks_like_sqlite(text: str) -> bool:

@@ -34,10 +34,10 @@ def include_object(
     obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
 ) -> bool:
     """Ignore libSQL's and SQLite's own tables (vector index shadows, FTS internals)."""
-    if type_ == "table" and name is not None:
-        if name.startswith(("libsql_", "sqlite_", "_litestream")) or name.endswith("_shadow"):
-            return False
-    return True
+    internal = name is not None and (
+        name.startswith(("libsql_", "sqlite_", "_litestream")) or name.endswith("_shadow")
+    )
+    return not (type_ == "table" and internal)
 
 
 def alembic_config() -> Config:

@@ -54,9 +54,7 @@ class User(Base):
     clerk_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
     username: Mapped[str] = mapped_column(String(64))
-    metadata_json: Mapped[str] = mapped_column(
-        "metadata", Text, server_default=text("'{}'")
-    )
+    metadata_json: Mapped[str] = mapped_column("metadata", Text, server_default=text("'{}'"))
     created_at: Mapped[str] = mapped_column(String(24), server_default=text(NOW_SQL))
     updated_at: Mapped[str] = mapped_column(String(24), server_default=text(NOW_SQL))
 
@@ -84,8 +82,14 @@ class Prompt(Base):
         CheckConstraint("json_valid(metadata)", name="metadata_json"),
         # Covers "a user's prompts, newest first" (ids sort by creation time) without a table read.
         Index(
-            "ix_prompts_owner_list", "owner_id", "id", "status", "title", "current_version",
-            "created_at", "updated_at",
+            "ix_prompts_owner_list",
+            "owner_id",
+            "id",
+            "status",
+            "title",
+            "current_version",
+            "created_at",
+            "updated_at",
         ),
         Index("ix_prompts_status_id", "status", "id"),
     )
@@ -150,7 +154,9 @@ class EmbeddingModel(Base):
         CheckConstraint("status IN ('building', 'active', 'retired')", name="status"),
         # At most one active model.
         Index(
-            "uq_embedding_models_active", "status", unique=True,
+            "uq_embedding_models_active",
+            "status",
+            unique=True,
             sqlite_where=text("status = 'active'"),
         ),
     )

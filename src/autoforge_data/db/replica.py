@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -62,7 +63,8 @@ class Replica:
         import libsql_experimental
 
         target = settings.target
-        assert target.path is not None and target.url is not None
+        assert target.path is not None
+        assert target.url is not None
         self.path = target.path
         self.url = target.url
         self.settings = settings
@@ -85,7 +87,9 @@ class Replica:
             log.warning("replica: primary unreachable at start; serving local data")
         if settings.sync_interval != 0:
             self._thread = threading.Thread(
-                target=self._loop, args=(settings.sync_interval or DEFAULT_SYNC_INTERVAL,), name="afdb-replica-sync",
+                target=self._loop,
+                args=(settings.sync_interval or DEFAULT_SYNC_INTERVAL,),
+                name="afdb-replica-sync",
                 daemon=True,
             )
             self._thread.start()
@@ -118,7 +122,9 @@ class Replica:
         except Exception as exc:
             self.failures += 1
             self.last_error = type(exc).__name__
-            raise Unavailable("replica sync failed", hint="check the primary and the token") from None
+            raise Unavailable(
+                "replica sync failed", hint="check the primary and the token"
+            ) from None
         self.last_sync = time.monotonic()
         self.last_error = None
 
@@ -139,10 +145,8 @@ class Replica:
 
     def _loop(self, interval: float) -> None:
         while not self._stop.wait(interval):
-            try:
+            with contextlib.suppress(Unavailable):  # counted in failures; the next tick retries
                 self.sync()
-            except Unavailable:
-                pass  # counted in failures; the next tick retries
 
     def close(self) -> None:
         """Stop the background sync and close the local connection."""

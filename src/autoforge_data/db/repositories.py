@@ -27,7 +27,9 @@ def _user(row: Any) -> User:
 
 
 def _prompt(row: Any) -> Prompt:
-    return Prompt(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), row[7], row[8])
+    return Prompt(
+        row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), row[7], row[8]
+    )
 
 
 def _summary(row: Any) -> PromptSummary:
@@ -48,8 +50,15 @@ class Users:
         """Insert a user (duplicate email or clerk id → Conflict at commit at the latest)."""
         self.uow.execute(
             f"INSERT INTO users ({_USER_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (user.id, user.email, user.username, user.clerk_id, json.dumps(user.metadata),
-             user.created_at, user.updated_at),
+            (
+                user.id,
+                user.email,
+                user.username,
+                user.clerk_id,
+                json.dumps(user.metadata),
+                user.created_at,
+                user.updated_at,
+            ),
             kind="insert",
         )
 
@@ -82,9 +91,17 @@ class Prompts:
         """Insert a prompt and its version 1."""
         self.uow.execute(
             f"INSERT INTO prompts ({_PROMPT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (prompt.id, prompt.owner_id, prompt.title, prompt.content, prompt.status,
-             prompt.current_version, json.dumps(prompt.metadata), prompt.created_at,
-             prompt.updated_at),
+            (
+                prompt.id,
+                prompt.owner_id,
+                prompt.title,
+                prompt.content,
+                prompt.status,
+                prompt.current_version,
+                json.dumps(prompt.metadata),
+                prompt.created_at,
+                prompt.updated_at,
+            ),
             kind="insert",
         )
         self.add_version(
@@ -106,7 +123,11 @@ class Prompts:
         return None if row is None else _prompt(row)
 
     def bump_version(
-        self, prompt_id: str, title: str | None, content: str | None, expected: int | None,
+        self,
+        prompt_id: str,
+        title: str | None,
+        content: str | None,
+        expected: int | None,
         now: str,
     ) -> Prompt | None:
         """Make the next version current; None if missing or not at ``expected``."""
@@ -193,8 +214,20 @@ def insert_prompts_bulk(uow: UnitOfWork, prompts: list[Prompt]) -> None:
     """Insert many prompts with their version 1 (two executemany calls)."""
     uow.executemany(
         f"INSERT INTO prompts ({_PROMPT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [(p.id, p.owner_id, p.title, p.content, p.status, p.current_version,
-          json.dumps(p.metadata), p.created_at, p.updated_at) for p in prompts],
+        [
+            (
+                p.id,
+                p.owner_id,
+                p.title,
+                p.content,
+                p.status,
+                p.current_version,
+                json.dumps(p.metadata),
+                p.created_at,
+                p.updated_at,
+            )
+            for p in prompts
+        ],
     )
     uow.executemany(
         "INSERT INTO prompt_versions (prompt_id, version, title, content, created_at) "

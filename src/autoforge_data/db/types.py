@@ -65,7 +65,9 @@ def _to_array(values: Sequence[float]) -> array[float]:
 
 def _check_finite(values: Sequence[float]) -> None:
     if not all(map(math.isfinite, values)):
-        raise InvalidInput("vector contains NaN or infinity", hint="check the embedding model output")
+        raise InvalidInput(
+            "vector contains NaN or infinity", hint="check the embedding model output"
+        )
 
 
 class F32Vector(UserDefinedType[bytes]):

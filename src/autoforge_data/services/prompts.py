@@ -86,7 +86,11 @@ def _cursor(cursor: str | None) -> str | None:
 
 
 def create_user(
-    db: Database, email: str, username: str, *, clerk_id: str | None = None,
+    db: Database,
+    email: str,
+    username: str,
+    *,
+    clerk_id: str | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> User:
     """Create a user; a taken email or clerk id is a Conflict."""
@@ -127,15 +131,27 @@ def list_users(db: Database, *, limit: int = 50, cursor: str | None = None) -> P
 
 
 def create_prompt(
-    db: Database, owner_id: str, title: str, content: str, *, status: str = "draft",
+    db: Database,
+    owner_id: str,
+    title: str,
+    content: str,
+    *,
+    status: str = "draft",
     metadata: dict[str, Any] | None = None,
 ) -> Prompt:
     """Create a prompt with its version 1 (one transaction; one round trip in remote mode)."""
     _id(owner_id, "user")
     now = utcnow()
     prompt = Prompt(
-        new_id(), owner_id, _text(title, "title", MAX_TITLE), _text(content, "content", MAX_CONTENT),
-        _status(status), 1, _metadata(metadata), now, now,
+        new_id(),
+        owner_id,
+        _text(title, "title", MAX_TITLE),
+        _text(content, "content", MAX_CONTENT),
+        _status(status),
+        1,
+        _metadata(metadata),
+        now,
+        now,
     )
     try:
         with UnitOfWork(db, write=True) as uow:
@@ -157,7 +173,11 @@ def get_prompt(db: Database, prompt_id: str) -> Prompt:
 
 
 def edit_prompt(
-    db: Database, prompt_id: str, *, content: str | None = None, title: str | None = None,
+    db: Database,
+    prompt_id: str,
+    *,
+    content: str | None = None,
+    title: str | None = None,
     expected_version: int | None = None,
 ) -> Prompt:
     """Save a new immutable version (number + 1) and make it current, in one transaction.
@@ -202,7 +222,11 @@ def set_status(db: Database, prompt_id: str, status: str) -> Prompt:
 
 
 def list_prompts(
-    db: Database, owner_id: str, *, limit: int = 20, cursor: str | None = None,
+    db: Database,
+    owner_id: str,
+    *,
+    limit: int = 20,
+    cursor: str | None = None,
     status: str | None = None,
 ) -> Page[PromptSummary]:
     """A user's prompts, newest first, keyset-paged (pass ``next_cursor`` back for more)."""
@@ -225,7 +249,11 @@ def prompt_history(db: Database, prompt_id: str) -> list[PromptVersion]:
 
 
 def add_evaluation(
-    db: Database, prompt_id: str, version: int, score: float, *,
+    db: Database,
+    prompt_id: str,
+    version: int,
+    score: float,
+    *,
     metrics: dict[str, Any] | None = None,
 ) -> Evaluation:
     """Record a score for one version of a prompt."""
@@ -234,8 +262,9 @@ def add_evaluation(
         raise InvalidInput("version must be a positive integer")
     if not isinstance(score, (int, float)) or not math.isfinite(score):
         raise InvalidInput("score must be a finite number")
-    ev = Evaluation(new_id(), prompt_id, version, float(score), _metadata(metrics, "metrics"),
-                    utcnow())
+    ev = Evaluation(
+        new_id(), prompt_id, version, float(score), _metadata(metrics, "metrics"), utcnow()
+    )
     try:
         with UnitOfWork(db, write=True) as uow:
             Evaluations(uow).add(ev)
@@ -264,7 +293,11 @@ def _page(items: list[Any], limit: int) -> Page[Any]:
 
 
 def import_prompts(
-    db: Database, owner_id: str, items: list[tuple[str, str]], *, batch_size: int = 5000,
+    db: Database,
+    owner_id: str,
+    items: list[tuple[str, str]],
+    *,
+    batch_size: int = 5000,
     status: str = "draft",
 ) -> int:
     """Bulk-create prompts (title, content) with their version 1; returns how many.

@@ -57,12 +57,15 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["owner_id"], ["users.id"], name=op.f("fk_prompts_owner_id_users"), ondelete="RESTRICT"
         ),
-        sa.CheckConstraint("status IN ('draft', 'active', 'archived')", name=op.f("ck_prompts_status")),
+        sa.CheckConstraint(
+            "status IN ('draft', 'active', 'archived')", name=op.f("ck_prompts_status")
+        ),
         sa.CheckConstraint("current_version >= 1", name=op.f("ck_prompts_current_version")),
         sa.CheckConstraint("json_valid(metadata)", name=op.f("ck_prompts_metadata_json")),
     )
     op.create_index(
-        "ix_prompts_owner_list", "prompts",
+        "ix_prompts_owner_list",
+        "prompts",
         ["owner_id", "id", "status", "title", "current_version", "created_at", "updated_at"],
     )
     op.create_index("ix_prompts_status_id", "prompts", ["status", "id"])
@@ -75,7 +78,9 @@ def upgrade() -> None:
         sa.Column("created_at", sa.String(24), nullable=False, server_default=NOW),
         sa.PrimaryKeyConstraint("prompt_id", "version", name=op.f("pk_prompt_versions")),
         sa.ForeignKeyConstraint(
-            ["prompt_id"], ["prompts.id"], name=op.f("fk_prompt_versions_prompt_id_prompts"),
+            ["prompt_id"],
+            ["prompts.id"],
+            name=op.f("fk_prompt_versions_prompt_id_prompts"),
             ondelete="RESTRICT",
         ),
         sa.CheckConstraint("version >= 1", name=op.f("ck_prompt_versions_version")),
@@ -90,8 +95,10 @@ def upgrade() -> None:
         sa.Column("created_at", sa.String(24), nullable=False, server_default=NOW),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_evaluations")),
         sa.ForeignKeyConstraint(
-            ["prompt_id", "version"], ["prompt_versions.prompt_id", "prompt_versions.version"],
-            name="fk_evaluations_prompt_version", ondelete="RESTRICT",
+            ["prompt_id", "version"],
+            ["prompt_versions.prompt_id", "prompt_versions.version"],
+            name="fk_evaluations_prompt_version",
+            ondelete="RESTRICT",
         ),
         sa.CheckConstraint("json_valid(metrics)", name=op.f("ck_evaluations_metrics_json")),
     )
@@ -107,14 +114,19 @@ def upgrade() -> None:
         sa.Column("created_at", sa.String(24), nullable=False, server_default=NOW),
         sa.PrimaryKeyConstraint("name", name=op.f("pk_embedding_models")),
         sa.UniqueConstraint("table_name", name=op.f("uq_embedding_models_table_name")),
-        sa.CheckConstraint("dimension BETWEEN 1 AND 65536", name=op.f("ck_embedding_models_dimension")),
+        sa.CheckConstraint(
+            "dimension BETWEEN 1 AND 65536", name=op.f("ck_embedding_models_dimension")
+        ),
         sa.CheckConstraint("metric IN ('cosine', 'l2')", name=op.f("ck_embedding_models_metric")),
         sa.CheckConstraint(
             "status IN ('building', 'active', 'retired')", name=op.f("ck_embedding_models_status")
         ),
     )
     op.create_index(
-        "uq_embedding_models_active", "embedding_models", ["status"], unique=True,
+        "uq_embedding_models_active",
+        "embedding_models",
+        ["status"],
+        unique=True,
         sqlite_where=sa.text("status = 'active'"),
     )
     op.create_table(
@@ -128,7 +140,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_emb_all_minilm_l6_v2")),
         sa.UniqueConstraint("prompt_id", name=op.f("uq_emb_all_minilm_l6_v2_prompt_id")),
         sa.ForeignKeyConstraint(
-            ["prompt_id"], ["prompts.id"], name=op.f("fk_emb_all_minilm_l6_v2_prompt_id_prompts"),
+            ["prompt_id"],
+            ["prompts.id"],
+            name=op.f("fk_emb_all_minilm_l6_v2_prompt_id_prompts"),
             ondelete="CASCADE",
         ),
     )
@@ -153,8 +167,12 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Drop everything the upgrade created."""
-    for name in ("trg_prompt_versions_no_update", "trg_prompt_versions_no_delete",
-                 "trg_users_touch", "trg_prompts_touch"):
+    for name in (
+        "trg_prompt_versions_no_update",
+        "trg_prompt_versions_no_delete",
+        "trg_users_touch",
+        "trg_prompts_touch",
+    ):
         op.execute(f"DROP TRIGGER IF EXISTS {name}")
     op.drop_table("emb_all_minilm_l6_v2")
     op.drop_index("uq_embedding_models_active", table_name="embedding_models")
