@@ -70,9 +70,13 @@ def _main(
 
 
 def _settings() -> Any:
+    import logging
+
     from autoforge_data.settings import Settings
 
-    return Settings.load(_state.env)
+    settings = Settings.load(_state.env)
+    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    return settings
 
 
 @contextmanager

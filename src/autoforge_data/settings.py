@@ -72,12 +72,10 @@ class Settings(BaseSettings):
     busy_timeout_ms: int = Field(default=5000, ge=0, le=600_000)
     db_timeout: float = Field(default=5.0, gt=0, le=600)
     connect_timeout: float = Field(default=2.0, gt=0, le=60)
-    sync_timeout: float = Field(default=5.0, gt=0, le=600)
     pool_size: int = Field(default=8, ge=1, le=256)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    redis_url: str | None = None
 
     @classmethod
     def load(

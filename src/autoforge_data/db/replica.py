@@ -152,6 +152,6 @@ class Replica:
         """Stop the background sync and close the local connection."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=self.settings.sync_timeout + 5)
+            self._thread.join(timeout=self.settings.connect_timeout + 5)
         with self.lock:
             self.conn.close()
