@@ -86,6 +86,6 @@ def test_tokens(tmp_path: Path, jwt_sqld: Sqld, jwt_keys: tuple[bytes, Path]) ->
         with pytest.raises(Exception) as info:
             svc.create_user(db, unique_email(), "nope")
         assert info.value.__class__.__name__ in ("ReadOnly", "AuthError")
-    expired = settings_for("remote", tmp_path, jwt_sqld, auth_token=mint_token(private, ttl=-60))
+    expired = settings_for("remote", tmp_path, jwt_sqld, auth_token=mint_token(private, ttl=-120))
     with Database(expired) as db, pytest.raises(AuthError):
         svc.get_user(db, user.id)

@@ -63,3 +63,40 @@ def test_primary_killed_then_back(tmp_path: Path, fresh_sqld: Sqld) -> None:
         fresh_sqld.start()
         q = svc.create_prompt(db, user.id, "after", "C")
         assert svc.get_prompt(db, q.id) == q
+
+
+def test_hung_primary_never_freezes_the_replica(tmp_path: Path, fresh_sqld: Sqld) -> None:
+    """Primary hung (SIGSTOP): local reads work, a write fails in time, other threads run."""
+    import threading
+
+    settings = settings_for("replica", tmp_path, fresh_sqld, sync_interval=0.2,
+                            connect_timeout=0.3, db_timeout=1.0)
+    with Database(settings) as db:
+        migrate.upgrade(db)
+        user = svc.create_user(db, unique_email(), "hung")
+        ticks = 0
+        stop = threading.Event()
+
+        def spin() -> None:
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                time.sleep(0.001)
+
+        t = threading.Thread(target=spin)
+        t.start()
+        fresh_sqld.pause()
+        try:
+            time.sleep(0.5)  # let the background sync hit the hung primary
+            before = ticks
+            t0 = time.monotonic()
+            assert svc.get_user(db, user.id) == user
+            with pytest.raises(Unavailable):
+                svc.create_user(db, unique_email(), "during")
+            assert time.monotonic() - t0 < 2.0
+            assert ticks - before > 100
+        finally:
+            fresh_sqld.resume()
+            stop.set()
+            t.join()
+        svc.create_user(db, unique_email(), "after")
