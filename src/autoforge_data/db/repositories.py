@@ -210,27 +210,16 @@ class Evaluations:
         return [_evaluation(r) for r in rows]
 
 
-def insert_prompts_bulk(uow: UnitOfWork, prompts: list[Prompt]) -> None:
-    """Insert many prompts with their version 1 (two executemany calls)."""
+def insert_prompts_bulk(
+    uow: UnitOfWork, owner_id: str, status: Status, now: str, items: list[tuple[str, str, str]]
+) -> None:
+    """Insert many (id, title, content) prompts of one owner with their version 1."""
     uow.executemany(
-        f"INSERT INTO prompts ({_PROMPT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                p.id,
-                p.owner_id,
-                p.title,
-                p.content,
-                p.status,
-                p.current_version,
-                json.dumps(p.metadata),
-                p.created_at,
-                p.updated_at,
-            )
-            for p in prompts
-        ],
+        f"INSERT INTO prompts ({_PROMPT_COLS}) VALUES (?, ?, ?, ?, ?, 1, '{{}}', ?, ?)",
+        [(pid, owner_id, title, content, status, now, now) for pid, title, content in items],
     )
     uow.executemany(
         "INSERT INTO prompt_versions (prompt_id, version, title, content, created_at) "
-        "VALUES (?, ?, ?, ?, ?)",
-        [(p.id, 1, p.title, p.content, p.created_at) for p in prompts],
+        "VALUES (?, 1, ?, ?, ?)",
+        [(pid, title, content, now) for pid, title, content in items],
     )

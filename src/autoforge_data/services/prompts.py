@@ -314,13 +314,10 @@ def import_prompts(
     done = 0
     for start in range(0, len(items), batch_size):
         now = utcnow()
-        batch = [
-            Prompt(new_id(), owner_id, t, c, checked, 1, {}, now, now)
-            for t, c in items[start : start + batch_size]
-        ]
+        batch = [(new_id(), t, c) for t, c in items[start : start + batch_size]]
         try:
             with UnitOfWork(db, write=True) as uow:
-                insert_prompts_bulk(uow, batch)
+                insert_prompts_bulk(uow, owner_id, checked, now, batch)
                 uow.commit()
         except NotFound:
             raise NotFound(f"user {owner_id} not found") from None
