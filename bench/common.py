@@ -39,8 +39,11 @@ def time_per_op(fn: Callable[[int], object], n: int, rounds: int = 5) -> dict[st
 def write_results(name: str, rows: list[dict[str, Any]], table: str) -> None:
     """Write ``bench/results/<name>.json`` and ``<name>.md``."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    meta = {"python": platform.python_version(), "machine": platform.machine(),
-            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    meta = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=2) + "\n")
     footer = f"\n_Python {meta['python']} on {meta['machine']}, measured {meta['when']}._\n"
     (RESULTS / f"{name}.md").write_text(table + "\n" + footer)

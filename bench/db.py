@@ -22,14 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import time_per_op, write_results
-
 from autoforge_data.db import migrate
 from autoforge_data.db.engine import Database
 from autoforge_data.domain import utcnow
 from autoforge_data.ids import new_id
 from autoforge_data.services import prompts as svc
 from autoforge_data.settings import Settings
+from common import time_per_op, write_results
 
 GET_SQL = (
     "SELECT id, owner_id, title, content, status, current_version, metadata, created_at, "
@@ -42,8 +41,10 @@ LIST_SQL = (
 
 
 def _content(i: int) -> str:
-    return (f"Prompt {i}: summarise the following support ticket in two sentences, list the "
-            f"product areas and the urgency. Keep a neutral tone. Ticket number {i * 7919}.")
+    return (
+        f"Prompt {i}: summarise the following support ticket in two sentences, list the "
+        f"product areas and the urgency. Keep a neutral tone. Ticket number {i * 7919}."
+    )
 
 
 def embedded(tmp: Path, n_rows: int, n_import: int) -> list[dict[str, Any]]:
@@ -70,8 +71,10 @@ def embedded(tmp: Path, n_rows: int, n_import: int) -> list[dict[str, Any]]:
         def our_list(i: int) -> object:
             return svc.list_prompts(db, owner, limit=20)
 
-        for path, ours, base, n in (("get_prompt", our_get, raw_get, 20000),
-                                    ("list_latest_20", our_list, raw_list, 5000)):
+        for path, ours, base, n in (
+            ("get_prompt", our_get, raw_get, 20000),
+            ("list_latest_20", our_list, raw_list, 5000),
+        ):
             time_per_op(base, 1000, 1)  # warm caches
             r = time_per_op(base, n)
             o = time_per_op(ours, n)
@@ -99,36 +102,55 @@ def embedded(tmp: Path, n_rows: int, n_import: int) -> list[dict[str, Any]]:
     now = utcnow()
     prompts = [(new_id(), owner, t, c, "draft", 1, "{}", now, now) for t, c in items]
     raw.execute("BEGIN IMMEDIATE")
-    raw.executemany("INSERT INTO prompts (id, owner_id, title, content, status, current_version, "
-                    "metadata, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)", prompts)
-    raw.executemany("INSERT INTO prompt_versions (prompt_id, version, title, content, created_at) "
-                    "VALUES (?,?,?,?,?)", [(p[0], 1, p[2], p[3], now) for p in prompts])
+    raw.executemany(
+        "INSERT INTO prompts (id, owner_id, title, content, status, current_version, "
+        "metadata, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        prompts,
+    )
+    raw.executemany(
+        "INSERT INTO prompt_versions (prompt_id, version, title, content, created_at) "
+        "VALUES (?,?,?,?,?)",
+        [(p[0], 1, p[2], p[3], now) for p in prompts],
+    )
     raw.execute("COMMIT")
     raw_s = time.perf_counter() - t0
     raw.close()
-    rows.append({
-        "path": "bulk_import", "mode": "embedded", "n": n_import,
-        "ours_rows_per_s": round(n_import / ours_s), "raw_rows_per_s": round(n_import / raw_s),
-        "ratio": round(raw_s / ours_s, 3), "target": ">= 0.5x raw",
-        "ok": raw_s / ours_s >= 0.5,
-    })
+    rows.append(
+        {
+            "path": "bulk_import",
+            "mode": "embedded",
+            "n": n_import,
+            "ours_rows_per_s": round(n_import / ours_s),
+            "raw_rows_per_s": round(n_import / raw_s),
+            "ratio": round(raw_s / ours_s, 3),
+            "target": ">= 0.5x raw",
+            "ok": raw_s / ours_s >= 0.5,
+        }
+    )
     return rows
 
 
-def _row(path: str, mode: str, raw: dict[str, float], ours: dict[str, float],
-         target: str) -> dict[str, Any]:
+def _row(
+    path: str, mode: str, raw: dict[str, float], ours: dict[str, float], target: str
+) -> dict[str, Any]:
     ratio = ours["p50_us"] / raw["p50_us"]
     return {
-        "path": path, "mode": mode,
-        "ours_p50_us": round(ours["p50_us"], 2), "ours_p99_us": round(ours["p99_us"], 2),
-        "raw_p50_us": round(raw["p50_us"], 2), "raw_p99_us": round(raw["p99_us"], 2),
-        "ratio": round(ratio, 3), "target": target, "ok": ratio <= 3.0,
+        "path": path,
+        "mode": mode,
+        "ours_p50_us": round(ours["p50_us"], 2),
+        "ours_p99_us": round(ours["p99_us"], 2),
+        "raw_p50_us": round(raw["p50_us"], 2),
+        "raw_p99_us": round(raw["p99_us"], 2),
+        "ratio": round(ratio, 3),
+        "target": target,
+        "ok": ratio <= 3.0,
     }
 
 
 def remote(tmp: Path, calls: int) -> list[dict[str, Any]]:
     """Create-prompt over a real sqld: round trips per call and ops/s vs one statement per trip."""
     import httpx
+
     from servers import start_sqld
 
     server = start_sqld(tmp)
@@ -161,12 +183,23 @@ def remote(tmp: Path, calls: int) -> list[dict[str, Any]]:
             baton = None
             steps = [
                 stmt("BEGIN IMMEDIATE", []),
-                stmt("INSERT INTO prompts (id, owner_id, title, content, status, current_version, "
-                     "metadata, created_at, updated_at) VALUES (?,?,?,?,'draft',1,'{}',?,?)",
-                     [text(pid), text(owner), text(f"T{i}"), text(_content(i)), text(now),
-                      text(now)]),
-                stmt("INSERT INTO prompt_versions (prompt_id, version, title, content, created_at) "
-                     "VALUES (?,1,?,?,?)", [text(pid), text(f"T{i}"), text(_content(i)), text(now)]),
+                stmt(
+                    "INSERT INTO prompts (id, owner_id, title, content, status, current_version, "
+                    "metadata, created_at, updated_at) VALUES (?,?,?,?,'draft',1,'{}',?,?)",
+                    [
+                        text(pid),
+                        text(owner),
+                        text(f"T{i}"),
+                        text(_content(i)),
+                        text(now),
+                        text(now),
+                    ],
+                ),
+                stmt(
+                    "INSERT INTO prompt_versions (prompt_id, version, title, content, created_at) "
+                    "VALUES (?,1,?,?,?)",
+                    [text(pid), text(f"T{i}"), text(_content(i)), text(now)],
+                ),
                 stmt("COMMIT", []),
             ]
             for n, step in enumerate(steps):
@@ -180,19 +213,28 @@ def remote(tmp: Path, calls: int) -> list[dict[str, Any]]:
         client.close()
     finally:
         server.stop()
-    return [{
-        "path": "create_prompt", "mode": "remote", "n": calls,
-        "round_trips_per_call": round(trips, 3), "ours_ops_per_s": round(calls / ours_s, 1),
-        "baseline": "one statement per round trip (4 trips)",
-        "baseline_ops_per_s": round(calls / raw_s, 1), "ratio": round(raw_s / ours_s, 3),
-        "target": "1 round trip", "ok": trips <= 1.0,
-    }]
+    return [
+        {
+            "path": "create_prompt",
+            "mode": "remote",
+            "n": calls,
+            "round_trips_per_call": round(trips, 3),
+            "ours_ops_per_s": round(calls / ours_s, 1),
+            "baseline": "one statement per round trip (4 trips)",
+            "baseline_ops_per_s": round(calls / raw_s, 1),
+            "ratio": round(raw_s / ours_s, 3),
+            "target": "1 round trip",
+            "ok": trips <= 1.0,
+        }
+    ]
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """The markdown table for the README."""
-    lines = ["| path | mode | ours | baseline (same run) | ratio | target | met |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| path | mode | ours | baseline (same run) | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "ours_p50_us" in r:
             ours = f"p50 {r['ours_p50_us']} µs, p99 {r['ours_p99_us']} µs"
@@ -206,8 +248,10 @@ def table(rows: list[dict[str, Any]]) -> str:
             ours = f"{r['round_trips_per_call']} round trips/call, {r['ours_ops_per_s']} ops/s"
             base = f"{r['baseline']}: {r['baseline_ops_per_s']} ops/s"
             ratio = f"{r['ratio']}× faster"
-        lines.append(f"| {r['path']} | {r['mode']} | {ours} | {base} | {ratio} | {r['target']} "
-                     f"| {'yes' if r['ok'] else 'NO'} |")
+        lines.append(
+            f"| {r['path']} | {r['mode']} | {ours} | {base} | {ratio} | {r['target']} "
+            f"| {'yes' if r['ok'] else 'NO'} |"
+        )
     return "\n".join(lines)
 
 
