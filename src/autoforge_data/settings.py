@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    embedding_model: str = "all-MiniLM-L6-v2"
+    embed_batch_size: int = Field(default=64, ge=1, le=2048)
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_timeout: float = Field(default=20.0, gt=0, le=600)
+    openai_max_retries: int = Field(default=4, ge=0, le=20)
 
     @classmethod
     def load(
