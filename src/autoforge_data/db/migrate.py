@@ -14,7 +14,7 @@ from alembic.util.exc import CommandError
 
 from autoforge_data.db.engine import Database
 from autoforge_data.db.errormap import translate
-from autoforge_data.db.models import metadata
+from autoforge_data.db.models import DEFAULT_EMBEDDINGS_TABLE, metadata
 from autoforge_data.db.types import F32Vector
 from autoforge_data.errors import AfdbError, InvalidInput, SchemaError
 
@@ -35,7 +35,9 @@ def include_object(
 ) -> bool:
     """Ignore libSQL's and SQLite's own tables (vector index shadows, FTS internals)."""
     internal = name is not None and (
-        name.startswith(("libsql_", "sqlite_", "_litestream")) or name.endswith("_shadow")
+        name.startswith(("libsql_", "sqlite_", "_litestream", "prompts_fts"))
+        or name.endswith("_shadow")
+        or (name.startswith("emb_") and name != DEFAULT_EMBEDDINGS_TABLE)  # registry-made
     )
     return not (type_ == "table" and internal)
 

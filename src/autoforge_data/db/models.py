@@ -177,4 +177,33 @@ class DefaultEmbedding(Base):
     created_at: Mapped[str] = mapped_column(String(24), server_default=text(NOW_SQL))
 
 
+class PromptKey(Base):
+    """A stable integer per prompt: its label in vector indexes and its FTS rowid."""
+
+    __tablename__ = "prompt_keys"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    num: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prompt_id: Mapped[str] = mapped_column(
+        ForeignKey("prompts.id", ondelete="CASCADE"), unique=True
+    )
+
+
+class VectorJournal(Base):
+    """Every vector write and filter-relevant prompt change, in commit order (seq)."""
+
+    __tablename__ = "vector_journal"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str | None] = mapped_column(String(100))
+    num: Mapped[int] = mapped_column(Integer)
+    op: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[str] = mapped_column(String(24), server_default=text(NOW_SQL))
+
+    __table_args__ = (
+        CheckConstraint("op IN ('upsert', 'delete', 'meta')", name="op"),
+        {"sqlite_autoincrement": True},
+    )
+
+
 metadata = Base.metadata

@@ -9,6 +9,7 @@ from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 from sqlalchemy.dialects.sqlite.base import ischema_names
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import UserDefinedType
@@ -18,11 +19,21 @@ from autoforge_data.errors import InvalidInput
 MAX_DIMENSION = 65536
 
 
-def pack_f32(values: Sequence[float] | array[float] | bytes, dimension: int) -> bytes:
+def pack_f32(values: Sequence[float] | array[float] | bytes | np.ndarray, dimension: int) -> bytes:
     """Check a vector and return it as float32 little-endian bytes (libSQL's F32_BLOB layout).
 
     Raises InvalidInput for a wrong dimension, NaN or infinity, before any SQL runs.
     """
+    if isinstance(values, np.ndarray):
+        if values.ndim != 1 or values.shape[0] != dimension:
+            raise InvalidInput(
+                f"vector has shape {values.shape}, expected ({dimension},)",
+                hint="embed with the model the index was created for",
+            )
+        arr32 = values.astype("<f4", copy=False)
+        if not np.isfinite(arr32).all():
+            raise InvalidInput("vector contains NaN or infinity", hint="check the model output")
+        return arr32.tobytes()
     if isinstance(values, (bytes, bytearray, memoryview)):
         raw = bytes(values)
         if len(raw) != 4 * dimension:
