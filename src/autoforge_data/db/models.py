@@ -181,7 +181,7 @@ class PromptKey(Base):
     """A stable integer per prompt: its label in vector indexes and its FTS rowid."""
 
     __tablename__ = "prompt_keys"
-    __table_args__ = {"sqlite_autoincrement": True}
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     num: Mapped[int] = mapped_column(Integer, primary_key=True)
     prompt_id: Mapped[str] = mapped_column(
