@@ -1,0 +1,1 @@
+"""Semantic search: embedders, the model registry and vector indexes."""
