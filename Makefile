@@ -35,6 +35,7 @@ lint: $(STAMP)
 
 bench: test-deps  ## benchmarks against same-run baselines; results in bench/results/
 	$(BIN)/python bench/db.py
+	$(BIN)/python bench/durability.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -70,8 +70,13 @@ def has_libsql_vector_index(path: Path) -> bool:
             "SELECT 1 FROM sqlite_master WHERE name = 'libsql_vector_meta_shadow' "
             "OR sql LIKE '%libsql_vector_idx%' LIMIT 1"
         ).fetchone()
-    except sqlite3.DatabaseError:
-        return False  # not a database (or encrypted): opening it properly reports that
+    except sqlite3.DatabaseError as exc:
+        if getattr(exc, "sqlite_errorcode", None) == 26:  # SQLITE_NOTADB, e.g. encrypted
+            return False  # opening it with the right driver and key reports what it is
+        raise Busy(
+            f"cannot read the schema of {path}: {type(exc).__name__}",
+            hint="another process may hold an exclusive lock; retry",
+        ) from None
     finally:
         conn.close()
     return row is not None
