@@ -170,10 +170,10 @@ def start_sqld(
         str(workdir / "data"),
         "--http-listen-addr",
         f"127.0.0.1:{http}",
-        "--grpc-listen-addr",
-        f"127.0.0.1:{grpc}",
         "--no-welcome",
     ]
+    if primary is None:  # a replica has no replication endpoint of its own
+        argv += ["--grpc-listen-addr", f"127.0.0.1:{grpc}"]
     admin = None
     if namespaces:
         admin = free_port()
