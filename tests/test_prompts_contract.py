@@ -202,3 +202,18 @@ def test_bulk_import(db: Database, owner: str) -> None:
     page = svc.list_prompts(db, owner, limit=200)
     assert len(page.items) == 200 and page.next_cursor is not None
     assert len(svc.prompt_history(db, page.items[0].id)) == 1
+
+
+def test_updated_at_moves_forward_within_one_millisecond(db: Database, owner: str) -> None:
+    """Edits faster than the clock's millisecond still move updated_at strictly forward."""
+    p = svc.create_prompt(db, owner, "T", "C")
+    stamps = [p.updated_at]
+    for i in range(5):
+        e = svc.edit_prompt(db, p.id, content=f"C{i}")
+        assert svc.get_prompt(db, p.id) == e  # what the edit returned is what is stored
+        stamps.append(e.updated_at)
+    s = svc.set_status(db, p.id, "active")
+    stamps.append(s.updated_at)
+    assert svc.get_prompt(db, p.id) == s
+    assert stamps == sorted(stamps)
+    assert len(set(stamps)) == len(stamps)

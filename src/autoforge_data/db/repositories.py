@@ -20,6 +20,9 @@ _PROMPT_COLS = (
 )
 _SUMMARY_COLS = "id, title, status, current_version, created_at, updated_at"
 _EVAL_COLS = "id, prompt_id, version, score, metrics, created_at"
+# Strictly increasing: two updates in one millisecond still move updated_at forward, so the
+# safety-net trigger (for updates that forget updated_at) never fires behind RETURNING's back.
+_TOUCH = "updated_at = max(?, strftime('%Y-%m-%dT%H:%M:%fZ', updated_at, '+0.001 seconds'))"
 
 
 def _user(row: Any) -> User:
@@ -133,7 +136,7 @@ class Prompts:
         """Make the next version current; None if missing or not at ``expected``."""
         row = self.uow.fetchone(
             "UPDATE prompts SET current_version = current_version + 1, "
-            "title = coalesce(?, title), content = coalesce(?, content), updated_at = ? "
+            f"title = coalesce(?, title), content = coalesce(?, content), {_TOUCH} "
             "WHERE id = ? AND (? IS NULL OR current_version = ?) "
             f"RETURNING {_PROMPT_COLS}",
             (title, content, now, prompt_id, expected, expected),
@@ -144,7 +147,7 @@ class Prompts:
     def set_status(self, prompt_id: str, status: Status, now: str) -> Prompt | None:
         """Change the status; None if the prompt does not exist."""
         row = self.uow.fetchone(
-            f"UPDATE prompts SET status = ?, updated_at = ? WHERE id = ? RETURNING {_PROMPT_COLS}",
+            f"UPDATE prompts SET status = ?, {_TOUCH} WHERE id = ? RETURNING {_PROMPT_COLS}",
             (status, now, prompt_id),
             kind="update",
         )
