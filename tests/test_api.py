@@ -21,6 +21,7 @@ def test_live_and_ready(tmp_path: Path) -> None:
         app = create_app(settings, db=db)
         with TestClient(app) as client:
             assert client.get("/health/live").json() == {"status": "ok"}
+            assert client.get("/").json()["links"]["ready"] == "/health/ready"
             r = client.get("/health/ready")
             assert r.status_code == 503
             assert r.json()["checks"]["database"]["reason"] == "schema_behind"

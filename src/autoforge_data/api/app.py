@@ -48,6 +48,16 @@ def create_app(settings: Settings, *, db: Database | None = None) -> FastAPI:
         body = {"error": {"code": exc.code, "message": exc.message, "hint": exc.hint}}
         return JSONResponse(body, status_code=exc.http_status)
 
+    @app.get("/", tags=["meta"])
+    async def index() -> dict[str, object]:
+        """What this service is and where to look (the dashboard page replaces this later)."""
+        return {
+            "service": "autoforge-data",
+            "version": __version__,
+            "profile": settings.env,
+            "links": {"ready": "/health/ready", "live": "/health/live", "docs": "/docs"},
+        }
+
     @app.get("/health/live", tags=["health"])
     async def live() -> dict[str, str]:
         """The process answers (no dependency is checked)."""
