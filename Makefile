@@ -34,6 +34,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: test-deps  ## benchmarks against same-run baselines; results in bench/results/
+	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python bench/db.py
 	$(BIN)/python bench/durability.py
 
