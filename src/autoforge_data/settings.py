@@ -76,6 +76,16 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    redis_url: str | None = None
+    redis_cluster: bool = False
+    redis_username: str | None = None
+    redis_password: SecretStr | None = None
+    redis_tls_ca: Path | None = None
+    redis_timeout: float = Field(default=0.1, gt=0, le=30)
+    redis_pool_size: int = Field(default=32, ge=1, le=1024)
+    cache_ttl: float = Field(default=300.0, gt=0, le=86_400)
+    cache_l1_entries: int = Field(default=10_000, ge=0, le=10_000_000)
+    cache_max_value_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     embedding_model: str = "all-MiniLM-L6-v2"
     embed_batch_size: int = Field(default=64, ge=1, le=2048)
     openai_api_key: SecretStr | None = None
