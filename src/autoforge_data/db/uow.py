@@ -66,7 +66,7 @@ class UnitOfWork:
         start = time.perf_counter()
         try:
             cur = self._conn.cursor()
-            cur.execute(sql, params)
+            cur.execute(sql, tuple(params))  # libsql-experimental takes tuples only
         except Exception as exc:
             raise self._translated(exc) from exc
         finally:

@@ -1,0 +1,487 @@
+"""Search use cases: vector, keyword and hybrid search over prompts, and the indexing pipeline.
+
+* :func:`search` — ``mode="vector"`` asks the vector index (filter-correct ANN or exact);
+  ``"keyword"`` asks FTS5 for any of the query's words (stopwords dropped; each word quoted, so
+  no input is an FTS5 syntax error), most words matched first, then bm25; ``"hybrid"`` fuses the
+  vector ranking with the keyword hits that contain at least half the query's words, by
+  reciprocal rank fusion (k = 60). Without that floor a prompt sharing one common word with the
+  query lands in both lists and outranks the best semantic match (measured on the test corpus).
+  Every result is re-checked against the filter in SQL, so a prompt changed a moment ago by
+  another process is never returned against the filter.
+* :func:`index_prompts` — embeds prompts whose text changed (content hash per model) in one unit
+  of work, then refreshes the index: a process sees its own writes at once.
+* :func:`reindex` — backfills every stale prompt of a model in committed batches: kill it and run
+  it again, it continues where it stopped and embeds nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autoforge_data.db.engine import Database
+from autoforge_data.db.uow import UnitOfWork
+from autoforge_data.errors import AfdbError, ConfigError, InvalidInput, NotFound
+from autoforge_data.ids import is_id
+from autoforge_data.settings import Settings
+from autoforge_data.vector.base import MAX_K, Filter, Match, Vector, VectorIndex, check_query
+from autoforge_data.vector.embedders import (
+    KNOWN_MODELS,
+    CachedEmbedder,
+    Embedder,
+    content_hash,
+    make_embedder,
+)
+from autoforge_data.vector.index import IndexOptions, open_index
+from autoforge_data.vector.mirror import (
+    created_bounds,
+    filter_sql,
+    stale_count,
+    stored_vectors,
+    stored_versions,
+)
+from autoforge_data.vector.store import ModelRow, VectorStore, active_model, get_model
+
+MODES = ("vector", "keyword", "hybrid")
+RRF_K = 60  # reciprocal rank fusion constant (Cormack et al.): 1 / (60 + rank)
+SNIPPET_CHARS = 160
+MAX_QUERY_CHARS = 2_000
+MAX_QUERY_TERMS = 16
+HYBRID_MIN_MATCH = 0.5  # a keyword hit counts in hybrid fusion if it has half the query's words
+_WORD = re.compile(r"\w+")
+# Words too common to be evidence of a keyword match (dropped unless a query has nothing else).
+_STOPWORD_TEXT = """
+    a about an and are as at be but by can could do does for from had has have how i if in into
+    is it its me my no not of on or our so than that the their them then there these they this
+    to up us was we were what when where which while who why will with would you your
+"""
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+_SPACE = re.compile(r"\s+")
+Progress = Callable[[int, int], None]
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SearchContext:
+    """What a search needs: the database, the model, its embedder and the open vector index."""
+
+    db: Database
+    model: ModelRow
+    index: VectorIndex
+    embedder: Embedder | None  # None when the model is not one we can run (vector queries only)
+    query_embedder: Embedder | None = None  # the embedder behind an LRU of query vectors
+    owns_db: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.embedder is not None:
+            _check_embedder(self.embedder, self.model)
+            if self.query_embedder is None:
+                self.query_embedder = CachedEmbedder(self.embedder, max_entries=4_096)
+
+    @classmethod
+    def open(
+        cls,
+        db: Database,
+        *,
+        model: str | None = None,
+        kind: str = "memory",
+        data_dir: Path | None = None,
+        embedder: Embedder | None = None,
+        options: IndexOptions | None = None,
+    ) -> SearchContext:
+        """Open the index of ``model`` (the registry's active model when None) and its embedder."""
+        row = active_model(db) if model is None else get_model(db, model)
+        if embedder is None and row.name in KNOWN_MODELS:
+            embedder = make_embedder(row.name, db.settings)
+        index = open_index(db, row, kind, data_dir, options=options)
+        return cls(db, row, index, embedder)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, kind: str = "memory") -> SearchContext:
+        """Open the database of ``settings`` and a context over it (closed with the context)."""
+        db = Database(settings)
+        try:
+            ctx = cls.open(db, kind=kind)
+        except BaseException:
+            db.close()
+            raise
+        ctx.owns_db = True
+        return ctx
+
+    def close(self) -> None:
+        """Close the index (saving its snapshot) and, if this context opened it, the database."""
+        self.index.close()
+        if self.owns_db:
+            self.db.close()
+
+    def __enter__(self) -> SearchContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_embedder(embedder: Embedder, model: ModelRow) -> None:
+    if embedder.dimension != model.dimension:
+        raise ConfigError(
+            f"embedder {embedder.name!r} makes {embedder.dimension}-d vectors, "
+            f"model {model.name!r} has {model.dimension}",
+            hint="use the embedder of the model the index was built for",
+        )
+
+
+# --- search ---------------------------------------------------------------------------------------
+
+
+def search(
+    ctx: SearchContext,
+    query: str | None = None,
+    *,
+    vector: Vector | Sequence[float] | None = None,
+    k: int = 10,
+    flt: Filter | None = None,
+    mode: str = "hybrid",
+) -> list[Match]:
+    """The k best prompts for a text ``query`` or a ``vector``, allowed by ``flt``.
+
+    With a vector there is no text to match words against, so ``hybrid`` is vector search.
+    """
+    flt = _check_request(query, vector, k, flt, mode)
+    if vector is not None:
+        if mode == "keyword":
+            raise InvalidInput("keyword search needs query text", hint="pass query=, not vector=")
+        try:
+            raw = np.asarray(vector, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InvalidInput("the query vector must be a list of numbers") from None
+        q = check_query(raw, ctx.model.dimension, k)
+        return _vector(ctx, q, k, flt)
+    assert query is not None
+    if mode == "keyword":
+        return [match for _, match in _keyword(ctx.db, query, k, flt)]
+    q = _embed_query(ctx, query)
+    if mode == "vector":
+        return _vector(ctx, q, k, flt)
+    return _hybrid(ctx, query, q, k, flt)
+
+
+def _check_request(
+    query: str | None,
+    vector: object,
+    k: int,
+    flt: Filter | None,
+    mode: str,
+) -> Filter:
+    """Every argument checked before any work; returns the filter to use."""
+    if mode not in MODES:
+        raise InvalidInput(f"unknown search mode {mode!r}", hint="vector, keyword or hybrid")
+    if (query is None) == (vector is None):
+        raise InvalidInput("give either a query text or a vector, not both or neither")
+    if query is not None:
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInput("the search query is empty", hint="type some words to search for")
+        if len(query) > MAX_QUERY_CHARS:
+            raise InvalidInput(f"the search query is longer than {MAX_QUERY_CHARS} characters")
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
+        raise InvalidInput(f"k must be between 1 and {MAX_K}")
+    flt = flt if flt is not None else Filter()
+    if not isinstance(flt, Filter):
+        raise InvalidInput("flt must be a Filter")
+    created_bounds(flt)
+    return flt
+
+
+def _embed_query(ctx: SearchContext, query: str) -> Vector:
+    if ctx.query_embedder is None:
+        raise ConfigError(
+            f"no embedder for model {ctx.model.name!r}: only vector queries are possible",
+            hint="search with vector=, or activate a model this package can run",
+        )
+    vector: Vector = ctx.query_embedder.embed([query])[0]
+    return vector
+
+
+def _vector(ctx: SearchContext, q: Vector, k: int, flt: Filter) -> list[Match]:
+    hits = ctx.index.search(q, k, flt)
+    ranked = [(int(n), float(s)) for n, s in zip(hits.nums, hits.scores, strict=True)]
+    return _resolve(ctx.db, ranked, flt, {})
+
+
+def _hybrid(ctx: SearchContext, query: str, q: Vector, k: int, flt: Filter) -> list[Match]:
+    depth = min(MAX_K, max(50, 3 * k))
+    hits = ctx.index.search(q, depth, flt)
+    # Only prompts with at least half the query's words are lexical evidence: with plain OR, one
+    # shared word would put a prompt into both lists and above the best semantic match.
+    keyword = _keyword(ctx.db, query, depth, flt, min_match=HYBRID_MIN_MATCH)
+    fused: dict[int, float] = {}
+    # Ties (a prompt at the same rank in one list only) keep the vector ranking's order.
+    for ranking in (hits.nums.tolist(), [num for num, _ in keyword]):
+        for rank, num in enumerate(ranking, start=1):
+            fused[num] = fused.get(num, 0.0) + 1.0 / (RRF_K + rank)
+    best = sorted(fused.items(), key=lambda item: -item[1])[:k]
+    return _resolve(ctx.db, best, flt, {num: match.snippet for num, match in keyword})
+
+
+def query_terms(text: str) -> list[str]:
+    """The words a keyword search looks for: runs of letters and digits, stopwords dropped."""
+    words = list(dict.fromkeys(_WORD.findall(text.casefold())))
+    kept = [w for w in words if w not in STOPWORDS] or words
+    return kept[:MAX_QUERY_TERMS]
+
+
+def fts_query(terms: Sequence[str]) -> str | None:
+    """An FTS5 query matching any of ``terms``, each quoted (None without terms).
+
+    Terms are runs of letters and digits wrapped in double quotes, so FTS5 operators (AND, OR,
+    NOT, NEAR), quotes, ``*``, ``-``, ``^`` and column filters in the user's text are plain words
+    or dropped: no input raises a syntax error or changes the query's shape.
+    """
+    return " OR ".join(f'"{t}"' for t in terms) or None
+
+
+def _keyword(
+    db: Database, query: str, limit: int, flt: Filter, *, min_match: float = 0.0
+) -> list[tuple[int, Match]]:
+    """(num, match) of FTS5 hits: most query words first, then bm25 (title weighs double).
+
+    A match's score is the number of query words it contains plus bm25 / (1 + bm25), so it
+    orders like the list. ``min_match`` drops hits with fewer than that share of the words.
+    """
+    terms = query_terms(query)
+    match = fts_query(terms)
+    if match is None:
+        return []
+    where, params = filter_sql(flt)
+    with UnitOfWork(db) as uow:
+        rows = uow.fetchall(
+            "SELECT k.num, p.id, p.current_version, -bm25(prompts_fts, 2.0, 1.0) AS relevance, "
+            "snippet(prompts_fts, -1, '**', '**', '…', 24) "
+            "FROM prompts_fts JOIN prompt_keys k ON k.num = prompts_fts.rowid "
+            "JOIN prompts p ON p.id = k.prompt_id "
+            f"WHERE prompts_fts MATCH ?{where} ORDER BY relevance DESC LIMIT ?",
+            (match, *params, max(limit, 50)),
+        )
+        covered = _coverage(uow, terms, [int(r[0]) for r in rows])
+    need = math.ceil(len(terms) * min_match)
+    scored = []
+    for r in rows:
+        num, relevance = int(r[0]), max(float(r[3]), 0.0)
+        if covered[num] >= need:
+            score = covered[num] + relevance / (1.0 + relevance)
+            scored.append((num, Match(str(r[1]), int(r[2]), score, _clean(str(r[4])))))
+    scored.sort(key=lambda item: -item[1].score)
+    return scored[:limit]
+
+
+def _coverage(uow: UnitOfWork, terms: list[str], nums: list[int]) -> dict[int, int]:
+    """How many of ``terms`` each FTS row contains (one query: a UNION ALL per term)."""
+    if len(terms) == 1 or not nums:
+        return dict.fromkeys(nums, 1)
+    marks = ",".join("?" * len(nums))
+    part = f"SELECT rowid FROM prompts_fts WHERE prompts_fts MATCH ? AND rowid IN ({marks})"
+    params: list[object] = []
+    for term in terms:
+        params += [f'"{term}"', *nums]
+    counts = dict.fromkeys(nums, 0)
+    for (num,) in uow.fetchall(" UNION ALL ".join([part] * len(terms)), tuple(params)):
+        counts[int(num)] += 1
+    return counts
+
+
+def _resolve(
+    db: Database, ranked: list[tuple[int, float]], flt: Filter, snippets: dict[int, str]
+) -> list[Match]:
+    """Matches for (num, score) pairs, in order; prompts gone or no longer allowed are dropped."""
+    if not ranked:
+        return []
+    nums = [num for num, _ in ranked]
+    where, params = filter_sql(flt)
+    with UnitOfWork(db) as uow:
+        rows = uow.fetchall(
+            "SELECT k.num, p.id, p.current_version, substr(p.content, 1, ?) "
+            "FROM prompt_keys k JOIN prompts p ON p.id = k.prompt_id "
+            f"WHERE k.num IN ({','.join('?' * len(nums))}){where}",
+            (SNIPPET_CHARS * 2, *nums, *params),
+        )
+    found = {int(r[0]): (str(r[1]), int(r[2]), str(r[3])) for r in rows}
+    out = []
+    for num, score in ranked:
+        if num in found:
+            pid, version, head = found[num]
+            out.append(Match(pid, version, score, snippets.get(num) or _head(head)))
+    return out
+
+
+def _clean(text: str) -> str:
+    return _SPACE.sub(" ", text).strip()
+
+
+def _head(text: str) -> str:
+    """The first ~160 characters of a text, cut at a word boundary."""
+    text = _clean(text)
+    if len(text) <= SNIPPET_CHARS:
+        return text
+    cut = text[:SNIPPET_CHARS]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > SNIPPET_CHARS // 2 else cut).rstrip() + "…"
+
+
+# --- indexing -------------------------------------------------------------------------------------
+
+
+@dataclass
+class IndexReport:
+    """What an indexing run did."""
+
+    embedded: int = 0  # texts sent to the embedder
+    reused: int = 0  # same text under a new version number: the stored vector was kept
+    unchanged: int = 0  # already indexed at this version
+    skipped: int = 0  # edited again while we embedded: the next run takes them
+    batches: int = 0
+    total: int = 0  # stale prompts when a reindex started
+
+    def add(self, other: IndexReport) -> None:
+        """Add another report's counts to this one."""
+        for name in ("embedded", "reused", "unchanged", "skipped", "batches"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def index_prompts(ctx: SearchContext, prompt_ids: Sequence[str]) -> IndexReport:
+    """Embed the prompts whose text changed since their vector was stored; one unit of work."""
+    if ctx.embedder is None:
+        raise ConfigError(f"no embedder for model {ctx.model.name!r}")
+    ids = list(dict.fromkeys(prompt_ids))
+    for pid in ids:
+        if not isinstance(pid, str) or not is_id(pid):
+            raise InvalidInput(f"invalid prompt id {pid!r}", hint="ids are 26-character strings")
+    if not ids:
+        return IndexReport()
+    with UnitOfWork(ctx.db) as uow:
+        rows = uow.fetchall(
+            "SELECT id, current_version, title || char(10) || content FROM prompts "
+            f"WHERE id IN ({','.join('?' * len(ids))}) ORDER BY id",
+            tuple(ids),
+        )
+    if len(rows) != len(ids):
+        missing = sorted(set(ids) - {str(r[0]) for r in rows})
+        raise NotFound(f"prompt {missing[0]} not found")
+    items = [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
+    return _index_batch(ctx.db, ctx.model, ctx.embedder, items, _refresher(ctx.index))
+
+
+def reindex(
+    db: Database,
+    model: str | None = None,
+    *,
+    embedder: Embedder | None = None,
+    batch: int = 256,
+    progress: Progress | None = None,
+    index: VectorIndex | None = None,
+) -> IndexReport:
+    """Embed every prompt whose vector of ``model`` is missing or stale, batch by batch.
+
+    Each batch is committed before ``progress(done, total)`` is called, so an interrupted run
+    loses nothing and a rerun continues with what is still stale. ``index`` (of the same model)
+    is refreshed after each batch.
+    """
+    row = active_model(db) if model is None else get_model(db, model)
+    if not isinstance(batch, int) or not 1 <= batch <= 10_000:
+        raise InvalidInput("batch must be between 1 and 10000")
+    if embedder is None:
+        embedder = make_embedder(row.name, db.settings)
+    _check_embedder(embedder, row)
+    store = VectorStore(row)
+    on_commit = _refresher(index) if index is not None else None
+    report = IndexReport(total=stale_count(db, row))
+    done, after = 0, ""
+    while items := store.stale(db, batch, after):
+        report.add(_index_batch(db, row, embedder, items, on_commit))
+        done += len(items)
+        after = items[-1][0]
+        if progress is not None:
+            progress(done, report.total)
+    return report
+
+
+def _refresher(index: VectorIndex) -> Callable[[], None]:
+    """An after-commit callback that shows the commit to ``index`` at once.
+
+    It runs after COMMIT returned, so a failure must not look like a failed write: it is logged,
+    and the index's timed journal check applies the change within a second anyway.
+    """
+
+    def refresh() -> None:
+        try:
+            index.refresh()
+        except AfdbError as exc:
+            log.warning("index refresh after commit failed: %s", exc.one_line())
+
+    return refresh
+
+
+def _index_batch(
+    db: Database,
+    model: ModelRow,
+    embedder: Embedder,
+    items: list[tuple[str, int, str]],
+    on_commit: Callable[[], Any] | None,
+) -> IndexReport:
+    """Embed what changed among (prompt id, version, text) and upsert it in one transaction."""
+    report = IndexReport(batches=1)
+    stored = stored_versions(db, model, [pid for pid, _, _ in items])
+    embed: list[tuple[str, int, str, str]] = []
+    reuse: list[tuple[str, int, str]] = []
+    for pid, version, text in items:
+        digest = content_hash(text, model.name)
+        old = stored.get(pid)
+        if old is None or old[1] != digest:
+            embed.append((pid, version, digest, text))
+        elif old[0] != version:
+            reuse.append((pid, version, digest))
+        else:
+            report.unchanged += 1
+    rows: list[tuple[str, int, str, np.ndarray]] = []
+    if embed:
+        vectors = embedder.embed([text for *_, text in embed])
+        rows += [(p, v, h, vec) for (p, v, h, _), vec in zip(embed, vectors, strict=True)]
+    if reuse:
+        kept = stored_vectors(db, model, [pid for pid, _, _ in reuse])
+        rows += [(p, v, h, kept[p]) for p, v, h in reuse if p in kept]
+    if rows:
+        report.skipped = _write(db, model, rows, on_commit)
+    report.embedded, report.reused = len(embed), len(reuse)
+    return report
+
+
+def _write(
+    db: Database,
+    model: ModelRow,
+    rows: list[tuple[str, int, str, np.ndarray]],
+    on_commit: Callable[[], Any] | None,
+) -> int:
+    """Upsert vectors whose prompt is still at the embedded version; returns how many were not."""
+    ids = [r[0] for r in rows]
+    with UnitOfWork(db, write=True) as uow:
+        current = {
+            str(r[0]): int(r[1])
+            for r in uow.fetchall(
+                f"SELECT id, current_version FROM prompts WHERE id IN ({','.join('?' * len(ids))})",
+                tuple(ids),
+            )
+        }
+        # A prompt edited (or deleted) while we embedded keeps its newer state; the edit's own
+        # indexing, or the next reindex, embeds the new text.
+        fresh = [r for r in rows if current.get(r[0]) == r[1]]
+        if fresh:
+            VectorStore(model).upsert_many(uow, fresh)
+        if on_commit is not None:
+            uow.after_commit(on_commit)
+        uow.commit()
+    return len(rows) - len(fresh)

@@ -1,0 +1,379 @@
+"""The in-memory side of an index: vectors, their nums and a mirror of what search filters on.
+
+:class:`Rows` keeps one row per indexed prompt: its float32 vector (the exact re-rank and the
+exact scans read it), its stable ``num``, and the filter columns copied from ``prompts`` (status
+code, owner as a small integer, ``created_at`` in ms). Filters on those columns are numpy masks
+(microseconds); metadata-key filters are evaluated in SQL (:func:`filter_sql`), the one place
+that turns a :class:`~autoforge_data.vector.base.Filter` into a WHERE clause, shared with the
+keyword search so both read a filter the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import numpy as np
+
+from autoforge_data.db.engine import Database
+from autoforge_data.db.uow import UnitOfWork
+from autoforge_data.errors import InvalidInput
+from autoforge_data.vector.base import FILTER_STATUSES, Filter, Nums, Vector
+from autoforge_data.vector.store import ModelRow
+
+STATUS_CODES = {name: code for code, name in enumerate(FILTER_STATUSES)}
+NO_STATUS = -1  # a row whose prompt row was not (yet) seen: never matches a status filter
+SQL_BATCH = 500  # nums per IN (...) list
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MetaRow = tuple[int, str, str, int]  # num, status, owner_id, created ms
+
+_META_SQL = (
+    "SELECT k.num, p.status, p.owner_id, p.created_at "
+    "FROM prompt_keys k JOIN prompts p ON p.id = k.prompt_id"
+)
+
+
+# --- time bounds ----------------------------------------------------------------------------------
+
+
+def iso_to_ms(text: str) -> int:
+    """Milliseconds since the epoch of an ISO-8601 time, rounded up; naive times are UTC."""
+    try:
+        stamp = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise InvalidInput(
+            f"invalid time {text!r}", hint="use ISO-8601, e.g. 2026-01-31T12:00:00Z"
+        ) from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    micros = (stamp - _EPOCH) // timedelta(microseconds=1)  # integers: no float rounding
+    return -(-micros // 1000)
+
+
+def ms_to_iso(ms: int) -> str:
+    """The stored text form of a time (fixed width, sorts as it reads)."""
+    stamp = _EPOCH + timedelta(milliseconds=ms)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def created_bounds(flt: Filter) -> tuple[int | None, int | None]:
+    """The filter's created range in ms: [from, to), checked."""
+    lo = None if flt.created_from is None else iso_to_ms(flt.created_from)
+    hi = None if flt.created_to is None else iso_to_ms(flt.created_to)
+    if lo is not None and hi is not None and lo >= hi:
+        raise InvalidInput("created_from must be before created_to", hint="the range is [from, to)")
+    return lo, hi
+
+
+def parse_created(texts: Sequence[str]) -> np.ndarray:
+    """Stored ``created_at`` texts as int64 ms (numpy parses the usual form in one pass)."""
+    try:
+        stamps = np.array([t.removesuffix("Z") for t in texts], dtype="datetime64[ms]")
+        return stamps.astype(np.int64)
+    except ValueError:  # an unusual but valid form somewhere: parse one by one
+        return np.array([iso_to_ms(t) for t in texts], dtype=np.int64)
+
+
+# --- filters as SQL -------------------------------------------------------------------------------
+
+
+def filter_sql(flt: Filter, alias: str = "p") -> tuple[str, list[Any]]:
+    """``AND ...`` conditions on ``prompts`` (as ``alias``) for a filter, and their parameters."""
+    if alias not in ("p", "prompts"):
+        raise InvalidInput(f"invalid table alias {alias!r}")
+    parts: list[str] = []
+    params: list[Any] = []
+    if flt.status is not None:
+        parts.append(f"{alias}.status IN ({','.join('?' * len(flt.status))})")
+        params += list(flt.status)
+    if flt.owner_id is not None:
+        parts.append(f"{alias}.owner_id = ?")
+        params.append(flt.owner_id)
+    lo, hi = created_bounds(flt)
+    if lo is not None:
+        parts.append(f"{alias}.created_at >= ?")
+        params.append(ms_to_iso(lo))
+    if hi is not None:
+        parts.append(f"{alias}.created_at < ?")
+        params.append(ms_to_iso(hi))
+    for key, value in flt.metadata.items():
+        # Keys are validated by Filter (letters, digits, _); the JSON path is still a parameter.
+        parts.append(f"json_extract({alias}.metadata, ?) = ?")
+        params += [f"$.{key}", int(value) if isinstance(value, bool) else value]
+    return "".join(f" AND {p}" for p in parts), params
+
+
+def allowed_nums(db: Database, flt: Filter) -> Nums:
+    """Nums of every prompt the filter allows, evaluated in SQL (used for metadata keys)."""
+    where, params = filter_sql(flt)
+    with UnitOfWork(db) as uow:
+        rows = uow.fetchall(
+            "SELECT k.num FROM prompt_keys k JOIN prompts p ON p.id = k.prompt_id "
+            f"WHERE 1 = 1{where}",
+            tuple(params),
+        )
+    return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+
+# --- reads the indexes and the indexing pipeline share -------------------------------------------
+
+
+def _batches(items: Sequence[Any], size: int = SQL_BATCH) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def meta_rows(db: Database, nums: Sequence[int] | None = None) -> list[MetaRow]:
+    """Filter columns of some prompts (all when ``nums`` is None), in one query per batch."""
+    raw: list[Any] = []
+    with UnitOfWork(db) as uow:
+        if nums is None:
+            raw = uow.fetchall(_META_SQL)
+        else:
+            for chunk in _batches(list(nums)):
+                marks = ",".join("?" * len(chunk))
+                raw += uow.fetchall(f"{_META_SQL} WHERE k.num IN ({marks})", tuple(chunk))
+    created = parse_created([str(r[3]) for r in raw]) if raw else np.empty(0, np.int64)
+    return [(int(r[0]), str(r[1]), str(r[2]), int(c)) for r, c in zip(raw, created, strict=True)]
+
+
+def stored_versions(
+    db: Database, model: ModelRow, prompt_ids: Sequence[str]
+) -> dict[str, tuple[int, str]]:
+    """(version, content hash) of the stored vector per prompt id, for one model."""
+    table = model.table  # validated by VectorStore / table_for
+    out: dict[str, tuple[int, str]] = {}
+    with UnitOfWork(db) as uow:
+        for chunk in _batches(list(prompt_ids)):
+            marks = ",".join("?" * len(chunk))
+            for r in uow.fetchall(
+                f"SELECT prompt_id, version, content_hash FROM {table} "
+                f"WHERE prompt_id IN ({marks})",
+                tuple(chunk),
+            ):
+                out[str(r[0])] = (int(r[1]), str(r[2]))
+    return out
+
+
+def stored_vectors(db: Database, model: ModelRow, prompt_ids: Sequence[str]) -> dict[str, Vector]:
+    """The stored vector per prompt id (to keep it when only the version number moved)."""
+    out: dict[str, Vector] = {}
+    with UnitOfWork(db) as uow:
+        for chunk in _batches(list(prompt_ids)):
+            marks = ",".join("?" * len(chunk))
+            for r in uow.fetchall(
+                f"SELECT prompt_id, embedding FROM {model.table} WHERE prompt_id IN ({marks})",
+                tuple(chunk),
+            ):
+                out[str(r[0])] = np.frombuffer(r[1], dtype="<f4").astype(np.float32)
+    return out
+
+
+def fetch_vectors(db: Database, model: ModelRow, nums: Sequence[int]) -> dict[int, Vector]:
+    """The stored vectors of some nums (absent nums have none)."""
+    out: dict[int, Vector] = {}
+    with UnitOfWork(db) as uow:
+        for chunk in _batches(list(nums)):
+            marks = ",".join("?" * len(chunk))
+            for r in uow.fetchall(
+                f"SELECT id, embedding FROM {model.table} WHERE id IN ({marks})", tuple(chunk)
+            ):
+                out[int(r[0])] = np.frombuffer(r[1], dtype="<f4")
+    return out
+
+
+def stale_count(db: Database, model: ModelRow) -> int:
+    """How many prompts have no vector of this model, or one of an older version."""
+    with UnitOfWork(db) as uow:
+        row = uow.fetchone(
+            f"SELECT count(*) FROM prompts p LEFT JOIN {model.table} e ON e.prompt_id = p.id "
+            "WHERE e.id IS NULL OR e.version <> p.current_version"
+        )
+    return int(row[0])
+
+
+# --- the rows ------------------------------------------------------------------------------------
+
+
+class Rows:
+    """Vectors, nums and filter columns aligned by row; deleted rows are tombstones until compacted.
+
+    Not thread-safe: the owning index serialises access with its lock.
+    """
+
+    def __init__(self, dimension: int, metric: str, nums: Nums, vectors: np.ndarray) -> None:
+        self.dimension = dimension
+        self.metric = metric
+        n = len(nums)
+        self.n = n  # rows in use (live + tombstones)
+        self.vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.nums = np.array(nums, dtype=np.int64)
+        self.alive = np.ones(n, dtype=bool)
+        self.status = np.full(n, NO_STATUS, dtype=np.int8)
+        self.owner = np.full(n, -1, dtype=np.int32)
+        self.created = np.zeros(n, dtype=np.int64)
+        self.sqnorm = self._sqnorms(self.vecs) if metric == "l2" else None
+        self.owners: dict[str, int] = {}
+        self.dead = 0
+        top = int(self.nums.max()) + 1 if n else 1
+        self.pos = np.full(max(top, 1024), -1, dtype=np.int64)
+        self.pos[self.nums] = np.arange(n, dtype=np.int64)
+        if metric == "cosine" and n:
+            self.vecs = _unit_rows(self.vecs)
+
+    @property
+    def live(self) -> int:
+        """Rows that are not deleted."""
+        return self.n - self.dead
+
+    @staticmethod
+    def _sqnorms(vecs: np.ndarray) -> np.ndarray:
+        return cast(np.ndarray, np.einsum("ij,ij->i", vecs, vecs).astype(np.float32))
+
+    def row_of(self, num: int) -> int:
+        """The row of a num, or -1."""
+        return int(self.pos[num]) if 0 <= num < len(self.pos) else -1
+
+    def rows_of(self, nums: Nums) -> Nums:
+        """Rows of many nums (-1 where absent)."""
+        out = np.full(len(nums), -1, dtype=np.int64)
+        ok = (nums >= 0) & (nums < len(self.pos))
+        out[ok] = self.pos[nums[ok]]
+        return out
+
+    def upsert(self, num: int, vector: Vector) -> bool:
+        """Set the vector of ``num``; True if it is a new row."""
+        vec = np.asarray(vector, dtype=np.float32)
+        if self.metric == "cosine":
+            vec = _unit_rows(vec[None, :])[0]
+        row = self.row_of(num)
+        new = row < 0
+        if new:
+            row = self._append(num)
+        elif not self.vecs.flags.writeable:  # a read-only view of a snapshot: copy on first write
+            self.vecs = np.array(self.vecs)
+        self.vecs[row] = vec
+        if self.sqnorm is not None:
+            self.sqnorm[row] = float(vec @ vec)
+        return new
+
+    def _append(self, num: int) -> int:
+        if self.n == len(self.vecs):
+            self._grow(self.n + max(1024, self.n // 8))
+        if num >= len(self.pos):
+            grown = np.full(max(num + 1, len(self.pos) * 2), -1, dtype=np.int64)
+            grown[: len(self.pos)] = self.pos
+            self.pos = grown
+        row = self.n
+        self.n += 1
+        self.nums[row] = num
+        self.alive[row] = True
+        self.status[row] = NO_STATUS
+        self.owner[row] = -1
+        self.created[row] = 0
+        self.pos[num] = row
+        return row
+
+    def _grow(self, capacity: int) -> None:
+        def grown(arr: np.ndarray, fill: Any) -> np.ndarray:
+            out = np.full((capacity, *arr.shape[1:]), fill, dtype=arr.dtype)
+            out[: self.n] = arr[: self.n]
+            return out
+
+        self.vecs = grown(self.vecs, 0.0)
+        self.nums = grown(self.nums, -1)
+        self.alive = grown(self.alive, False)
+        self.status = grown(self.status, NO_STATUS)
+        self.owner = grown(self.owner, -1)
+        self.created = grown(self.created, 0)
+        if self.sqnorm is not None:
+            self.sqnorm = grown(self.sqnorm, 0.0)
+
+    def delete(self, num: int) -> bool:
+        """Tombstone the row of ``num``; True if there was one."""
+        row = self.row_of(num)
+        if row < 0:
+            return False
+        self.alive[row] = False
+        self.pos[num] = -1
+        self.dead += 1
+        return True
+
+    def compact(self) -> None:
+        """Drop tombstones (rows move; nums do not)."""
+        keep = np.flatnonzero(self.alive[: self.n])
+        self.vecs = np.ascontiguousarray(self.vecs[keep])
+        for name in ("nums", "alive", "status", "owner", "created"):
+            setattr(self, name, getattr(self, name)[keep].copy())
+        if self.sqnorm is not None:
+            self.sqnorm = self.sqnorm[keep].copy()
+        self.n = len(keep)
+        self.dead = 0
+        self.pos[:] = -1
+        self.pos[self.nums] = np.arange(self.n, dtype=np.int64)
+
+    def live_arrays(self) -> tuple[Nums, np.ndarray]:
+        """(nums, vectors) of the live rows, as they would be saved."""
+        keep = self.alive[: self.n]
+        if self.dead == 0:
+            return self.nums[: self.n], self.vecs[: self.n]
+        return self.nums[: self.n][keep], self.vecs[: self.n][keep]
+
+    def set_meta(self, rows: Iterable[MetaRow]) -> None:
+        """Copy filter columns for the nums that have a row (others are ignored)."""
+        for num, status, owner, created in rows:
+            row = self.row_of(num)
+            if row < 0:
+                continue
+            self.status[row] = STATUS_CODES.get(status, NO_STATUS)
+            self.owner[row] = self.owners.setdefault(owner, len(self.owners))
+            self.created[row] = created
+
+    def mask(self, flt: Filter, allowed: Nums | None = None) -> np.ndarray:
+        """Bool per row (length ``n``): live and allowed by ``flt`` (``allowed``: nums from SQL)."""
+        n = self.n
+        mask = self.alive[:n].copy()
+        if allowed is not None:  # SQL evaluated the whole filter (metadata keys present)
+            sel = np.zeros(n, dtype=bool)
+            rows = self.rows_of(allowed)
+            sel[rows[rows >= 0]] = True
+            return mask & sel
+        if flt.status is not None:
+            codes = [STATUS_CODES[s] for s in flt.status]
+            mask &= np.isin(self.status[:n], codes)
+        if flt.owner_id is not None:
+            code = self.owners.get(flt.owner_id)
+            if code is None:
+                return np.zeros(n, dtype=bool)
+            mask &= self.owner[:n] == code
+        lo, hi = created_bounds(flt)
+        if lo is not None:
+            mask &= self.created[:n] >= lo
+        if hi is not None:
+            mask &= self.created[:n] < hi
+        return mask
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the arrays."""
+        arrays: list[np.ndarray] = [
+            self.vecs,
+            self.nums,
+            self.alive,
+            self.status,
+            self.owner,
+            self.created,
+            self.pos,
+        ]
+        if self.sqnorm is not None:
+            arrays.append(self.sqnorm)
+        return sum(a.nbytes for a in arrays)
+
+
+def _unit_rows(vecs: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1 (zero rows stay zero); a copy only when a row needs scaling."""
+    norms = np.linalg.norm(vecs, axis=1)
+    if np.allclose(norms, 1.0, atol=1e-4):
+        return vecs
+    safe = np.where(norms > 0, norms, 1.0).astype(np.float32)
+    return (vecs / safe[:, None]).astype(np.float32)
