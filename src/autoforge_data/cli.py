@@ -39,8 +39,19 @@ users_app = typer.Typer(
     no_args_is_help=True,
     help="Create and list users.\n\nExample: afdb users add ada@example.com ada",
 )
+embeddings_app = typer.Typer(
+    no_args_is_help=True,
+    help="Embedding models: status, backfill (reindex) and cut-over.\n\n"
+    "Example: afdb embeddings reindex --model all-MiniLM-L6-v2",
+)
+index_app = typer.Typer(
+    no_args_is_help=True,
+    help="The vector index: rebuild and statistics.\n\nExample: afdb index stats",
+)
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(users_app, name="users")
+app.add_typer(embeddings_app, name="embeddings")
+app.add_typer(index_app, name="index")
 
 
 @dataclass
@@ -77,7 +88,7 @@ def _settings() -> Any:
     settings = Settings.load(_state.env)
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
     if settings.log_level != "DEBUG":  # libraries' INFO chatter is not for the terminal
-        for name in ("alembic", "httpx", "httpcore"):
+        for name in ("alembic", "httpx", "httpcore", "sentence_transformers", "transformers"):
             logging.getLogger(name).setLevel(logging.WARNING)
     return settings
 
@@ -117,8 +128,13 @@ def init(
         migrate.upgrade(db)
         console.print(f"database ready: {db.target.describe()} (migration {migrate.code_head()})")
         if demo:
+            from autoforge_data.services.search import reindex
+
             n = load_demo(db)
             console.print(f"demo data: {n} prompts loaded" if n else "demo data already present")
+            report = reindex(db)
+            if report.embedded:
+                console.print(f"search index: {report.embedded} prompts embedded")
 
 
 @app.command("migrate")
@@ -350,6 +366,191 @@ def prompts_history(
             v.content[:80],
         )
     console.print(table)
+
+
+def _filter(
+    status: list[str] | None,
+    owner: str | None,
+    created_from: str | None,
+    created_to: str | None,
+    meta: list[str] | None,
+) -> Any:
+    from autoforge_data.vector.base import Filter
+
+    metadata: dict[str, str | int | float | bool] = {}
+    for item in meta or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise AfdbError(f"--meta {item!r} is not KEY=VALUE", hint="e.g. --meta topic=sql")
+        metadata[key] = value
+    return Filter(
+        status=tuple(status) if status else None,
+        owner_id=owner,
+        created_from=created_from,
+        created_to=created_to,
+        metadata=metadata,
+    )
+
+
+@app.command("search")
+def search_cmd(
+    query: str,
+    k: Annotated[int, typer.Option("-k", help="How many results (1-1000).")] = 10,
+    mode: Annotated[str, typer.Option(help="vector, keyword or hybrid.")] = "hybrid",
+    status: Annotated[list[str] | None, typer.Option(help="Only this status (repeatable).")] = None,
+    owner: Annotated[str | None, typer.Option(help="Only this owner's prompts.")] = None,
+    created_from: Annotated[str | None, typer.Option(help="Created at or after (ISO).")] = None,
+    created_to: Annotated[str | None, typer.Option(help="Created before (ISO).")] = None,
+    meta: Annotated[list[str] | None, typer.Option(help="Metadata KEY=VALUE (repeatable).")] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="memory, exact or libsql (default AFDB_INDEX_BACKEND).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Search prompts by meaning and words.
+
+    Example: afdb search "summarise a support ticket" -k 5 --status active --mode hybrid
+    """
+    from autoforge_data.services.search import SearchContext, search
+
+    flt = _filter(status, owner, created_from, created_to, meta)
+    with (
+        _database() as db,
+        SearchContext.open(db, kind=backend or db.settings.index_backend) as ctx,
+    ):
+        matches = search(ctx, query, k=k, flt=flt, mode=mode)
+    if as_json:
+        _json([asdict(m) for m in matches])
+        return
+    table = Table()
+    for col in ("#", "score", "prompt", "v", "snippet"):
+        table.add_column(col, overflow="fold")
+    for rank, m in enumerate(matches, 1):
+        table.add_row(str(rank), f"{m.score:.4f}", m.prompt_id, str(m.version), m.snippet)
+    console.print(table)
+
+
+@embeddings_app.command("status")
+def embeddings_status() -> None:
+    """Registered models, which one is active, and how many prompts each still lacks.
+
+    Example: afdb embeddings status
+    """
+    from autoforge_data.vector.mirror import stale_count
+    from autoforge_data.vector.store import VectorStore, list_models
+
+    with _database() as db:
+        models = list_models(db)
+        table = Table()
+        for col in ("model", "status", "dim", "metric", "vectors", "stale"):
+            table.add_column(col)
+        for m in models:
+            count = VectorStore(m).count(db)
+            table.add_row(
+                m.name, m.status, str(m.dimension), m.metric, str(count), str(stale_count(db, m))
+            )
+    console.print(table)
+
+
+@embeddings_app.command("reindex")
+def embeddings_reindex(
+    model: Annotated[str | None, typer.Option(help="Model name (default: the active one).")] = None,
+    activate: Annotated[
+        bool, typer.Option("--activate", help="Make it the active model after a complete backfill.")
+    ] = False,
+    batch: Annotated[int, typer.Option(help="Prompts per committed batch.")] = 256,
+) -> None:
+    """Embed every prompt whose vector is missing or stale; resumable (rerun to continue).
+
+    Search keeps using the active model meanwhile. Example:
+    afdb embeddings reindex --model text-embedding-3-small --activate
+    """
+    from rich.progress import Progress
+
+    from autoforge_data.services.search import reindex
+    from autoforge_data.vector.embedders import model_spec
+    from autoforge_data.vector.store import activate_model, register_model
+
+    with _database() as db:
+        name = model
+        if name is not None:
+            spec = model_spec(name)
+            register_model(db, spec.name, spec.dimension, spec.metric, spec.normalized)
+        with Progress(console=err_console, transient=True) as bar:
+            task = bar.add_task("embedding", total=None)
+
+            def progress(done: int, total: int) -> None:
+                bar.update(task, completed=done, total=total)
+
+            report = reindex(db, name, batch=batch, progress=progress)
+        console.print(f"embedded {report.embedded}, unchanged {report.unchanged}")
+        if activate:
+            row = activate_model(db, name) if name else None
+            console.print(f"active model: {row.name if row else 'unchanged'}")
+
+
+@embeddings_app.command("activate")
+def embeddings_activate(name: str) -> None:
+    """Make a registered model the active one (the previous one is retired; rollback = activate it).
+
+    Example: afdb embeddings activate all-MiniLM-L6-v2
+    """
+    from autoforge_data.vector.mirror import stale_count
+    from autoforge_data.vector.store import activate_model, get_model
+
+    with _database() as db:
+        row = get_model(db, name)
+        missing = stale_count(db, row)
+        if missing:
+            raise AfdbError(
+                f"model {name} still lacks vectors for {missing} prompts",
+                hint=f"run: afdb embeddings reindex --model {name}",
+            )
+        activate_model(db, name)
+    console.print(f"active model: {name}")
+
+
+@index_app.command("rebuild")
+def index_rebuild(
+    backend: Annotated[str, typer.Option(help="memory or libsql.")] = "memory",
+) -> None:
+    """Rebuild the active model's index from the vectors in the database and save it.
+
+    Example: afdb index rebuild --backend memory
+    """
+    from autoforge_data.vector.index import open_index
+    from autoforge_data.vector.store import active_model
+
+    with _database() as db:
+        index = open_index(db, active_model(db), backend)
+        try:
+            rebuild = getattr(index, "rebuild", None)
+            if callable(rebuild):
+                rebuild()
+            stats = index.stats()
+        finally:
+            index.close()
+    _json(stats)
+
+
+@index_app.command("stats")
+def index_stats(
+    backend: Annotated[str, typer.Option(help="memory, exact or libsql.")] = "memory",
+) -> None:
+    """Size, vectors, journal position and build facts of the active model's index.
+
+    Example: afdb index stats
+    """
+    from autoforge_data.vector.index import open_index
+    from autoforge_data.vector.store import active_model
+
+    with _database() as db:
+        index = open_index(db, active_model(db), backend)
+        try:
+            stats = index.stats()
+        finally:
+            index.close()
+    _json(stats)
 
 
 @app.command()
