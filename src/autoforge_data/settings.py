@@ -87,7 +87,6 @@ class Settings(BaseSettings):
     cache_l1_entries: int = Field(default=10_000, ge=0, le=10_000_000)
     cache_max_value_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     index_backend: Literal["memory", "exact", "libsql"] = "memory"
-    embedding_model: str = "all-MiniLM-L6-v2"
     embed_batch_size: int = Field(default=64, ge=1, le=2048)
     openai_api_key: SecretStr | None = None
     openai_base_url: str = "https://api.openai.com/v1"
