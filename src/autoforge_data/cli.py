@@ -50,7 +50,11 @@ index_app = typer.Typer(
 )
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(users_app, name="users")
+cache_app = typer.Typer(
+    no_args_is_help=True, help="Inspect and flush the cache.\n\nExample: afdb cache stats"
+)
 app.add_typer(embeddings_app, name="embeddings")
+app.add_typer(cache_app, name="cache")
 app.add_typer(index_app, name="index")
 
 
@@ -551,6 +555,43 @@ def index_stats(
         finally:
             index.close()
     _json(stats)
+
+
+@cache_app.command("stats")
+def cache_stats_cmd() -> None:
+    """Show the cache backend, Redis reachability, breaker and our keys per kind.
+
+    Example: afdb cache stats
+    """
+    from autoforge_data.cache import cache_stats, make_cache
+
+    cache = make_cache(_settings(), listen=False)
+    try:
+        _json(cache_stats(cache, count_keys=True))
+    finally:
+        cache.close()
+
+
+@cache_app.command("flush")
+def cache_flush_cmd(
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="Only this kind, e.g. search (default: all).")
+    ] = None,
+) -> None:
+    """Delete our cache keys (SCAN on the afdb:v<schema>: prefix; never KEYS or FLUSHDB).
+
+    Example: afdb cache flush --kind search
+    """
+    from autoforge_data.cache import flush, make_cache
+
+    settings = _settings()
+    cache = make_cache(settings, listen=False)
+    try:
+        n = flush(cache, kind)
+    finally:
+        cache.close()
+    note = "" if settings.redis_url else " (no AFDB_REDIS_URL: only this process's memory cache)"
+    console.print(f"flushed {n} key(s){note}")
 
 
 @app.command()

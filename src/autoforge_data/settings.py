@@ -135,6 +135,11 @@ class Settings(BaseSettings):
             )
         if target.path is not None:
             _check_writable(target.path.parent)
+        if self.redis_url:
+            from autoforge_data.cache.target import parse_redis_url
+
+            secret = self.redis_password.get_secret_value() if self.redis_password else ""
+            parse_redis_url(self.redis_url, cluster=self.redis_cluster, password_set=bool(secret))
 
     def redacted(self) -> dict[str, str]:
         """The settings as text for `afdb doctor`, secrets shown only as set / not set."""
