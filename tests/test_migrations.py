@@ -31,11 +31,13 @@ def alembic_config() -> object:
 def alembic_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """An empty database: an embedded file, or a fresh real sqld."""
     server = start_sqld(tmp_path) if request.param == "remote" else None
-    db = Database(settings_for(request.param, tmp_path, server))
     try:
-        yield db.engine
+        db = Database(settings_for(request.param, tmp_path, server))
+        try:
+            yield db.engine
+        finally:
+            db.close()
     finally:
-        db.close()
         if server is not None:
             server.stop()
 
