@@ -37,6 +37,7 @@ bench: test-deps  ## benchmarks against same-run baselines; results in bench/res
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python bench/db.py
 	$(BIN)/python bench/durability.py
+	$(BIN)/python bench/vector.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
