@@ -3,6 +3,12 @@
 Each function validates its input before any I/O, runs one unit of work and returns typed
 records. In remote mode ``create_prompt`` costs one round trip (ids and timestamps are made here,
 so the inserts need no answer before COMMIT).
+
+Caching: ``get_prompt`` and ``list_prompts`` take an optional ``cache``; whether they use it
+depends on the deployment mode (:func:`autoforge_data.services.caching.cache_policy`: only in
+remote mode with Redis, where a read costs a round trip). The writers take the same ``cache``
+and drop what they changed once their transaction has committed (never before, never on a
+rollback): the prompt, its owner's list pages, and the search generation.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from autoforge_data.db.engine import Database
 from autoforge_data.db.repositories import Evaluations, Prompts, Users, insert_prompts_bulk
@@ -27,6 +33,10 @@ from autoforge_data.domain import (
 )
 from autoforge_data.errors import Conflict, InvalidInput, NotFound
 from autoforge_data.ids import is_id, new_id
+from autoforge_data.services import caching
+
+if TYPE_CHECKING:
+    from autoforge_data.cache import CacheAside
 
 MAX_TITLE = 200
 MAX_CONTENT = 100_000
@@ -138,6 +148,7 @@ def create_prompt(
     *,
     status: str = "draft",
     metadata: dict[str, Any] | None = None,
+    cache: CacheAside | None = None,
 ) -> Prompt:
     """Create a prompt with its version 1 (one transaction; one round trip in remote mode)."""
     _id(owner_id, "user")
@@ -156,18 +167,30 @@ def create_prompt(
     try:
         with UnitOfWork(db, write=True) as uow:
             Prompts(uow).add(prompt)
+            caching.prompt_writes(cache, db, uow, owner_ids=[owner_id])
             uow.commit()
     except NotFound:
         raise NotFound(f"user {owner_id} not found") from None
     return prompt
 
 
-def get_prompt(db: Database, prompt_id: str) -> Prompt:
-    """One prompt by id, with its current content."""
+def get_prompt(db: Database, prompt_id: str, *, cache: CacheAside | None = None) -> Prompt:
+    """One prompt by id, with its current content (through ``cache`` if the policy says so)."""
     _id(prompt_id, "prompt")
+    if cache is not None and caching.caches_prompts(db, cache):
+        return cache.get_or_load(
+            caching.PROMPT,
+            [prompt_id],
+            lambda: _get_prompt(db, prompt_id),
+            codec=caching.prompt_codec(),
+        )
+    return _get_prompt(db, prompt_id)
+
+
+def _get_prompt(db: Database, prompt_id: str) -> Prompt:
     with UnitOfWork(db) as uow:
         prompt = Prompts(uow).get(prompt_id)
-    if prompt is None:
+    if prompt is None:  # not cached: the loader's error reaches the caller
         raise NotFound(f"prompt {prompt_id} not found")
     return prompt
 
@@ -179,6 +202,7 @@ def edit_prompt(
     content: str | None = None,
     title: str | None = None,
     expected_version: int | None = None,
+    cache: CacheAside | None = None,
 ) -> Prompt:
     """Save a new immutable version (number + 1) and make it current, in one transaction.
 
@@ -205,11 +229,14 @@ def edit_prompt(
         prompts.add_version(
             PromptVersion(prompt_id, updated.current_version, updated.title, updated.content, now)
         )
+        caching.prompt_writes(cache, db, uow, prompt_ids=[prompt_id], owner_ids=[updated.owner_id])
         uow.commit()
     return updated
 
 
-def set_status(db: Database, prompt_id: str, status: str) -> Prompt:
+def set_status(
+    db: Database, prompt_id: str, status: str, *, cache: CacheAside | None = None
+) -> Prompt:
     """Change a prompt's status (draft, active, archived)."""
     _id(prompt_id, "prompt")
     checked = _status(status)
@@ -217,6 +244,7 @@ def set_status(db: Database, prompt_id: str, status: str) -> Prompt:
         prompt = Prompts(uow).set_status(prompt_id, checked, utcnow())
         if prompt is None:
             raise NotFound(f"prompt {prompt_id} not found")
+        caching.prompt_writes(cache, db, uow, prompt_ids=[prompt_id], owner_ids=[prompt.owner_id])
         uow.commit()
     return prompt
 
@@ -228,14 +256,28 @@ def list_prompts(
     limit: int = 20,
     cursor: str | None = None,
     status: str | None = None,
+    cache: CacheAside | None = None,
 ) -> Page[PromptSummary]:
-    """A user's prompts, newest first, keyset-paged (pass ``next_cursor`` back for more)."""
+    """A user's prompts, newest first, keyset-paged (pass ``next_cursor`` back for more).
+
+    Cached pages are keyed by the owner's list generation, which every write of one of the
+    owner's prompts drops: all pages of the owner (any limit, cursor, status) go at once.
+    """
     _id(owner_id, "user")
     limit, cursor = _limit(limit), _cursor(cursor)
     checked = None if status is None else _status(status)
-    with UnitOfWork(db) as uow:
-        items = Prompts(uow).list_for_owner(owner_id, limit + 1, cursor, checked)
-    return _page(items, limit)
+
+    def load() -> Page[PromptSummary]:
+        with UnitOfWork(db) as uow:
+            items = Prompts(uow).list_for_owner(owner_id, limit + 1, cursor, checked)
+        return _page(items, limit)
+
+    if cache is not None and caching.caches_prompts(db, cache):
+        gen = caching.generation(cache, caching.PROMPT_LIST_GEN, [owner_id])
+        # all strings ("" never is a cursor or a status): the fast, memoised key path
+        parts = [owner_id, gen, str(limit), cursor or "", checked or ""]
+        return cache.get_or_load(caching.PROMPT_LIST, parts, load, codec=caching.page_codec())
+    return load()
 
 
 def prompt_history(db: Database, prompt_id: str) -> list[PromptVersion]:
@@ -299,6 +341,7 @@ def import_prompts(
     *,
     batch_size: int = 5000,
     status: str = "draft",
+    cache: CacheAside | None = None,
 ) -> int:
     """Bulk-create prompts (title, content) with their version 1; returns how many.
 
@@ -318,6 +361,7 @@ def import_prompts(
         try:
             with UnitOfWork(db, write=True) as uow:
                 insert_prompts_bulk(uow, owner_id, checked, now, batch)
+                caching.prompt_writes(cache, db, uow, owner_ids=[owner_id])
                 uow.commit()
         except NotFound:
             raise NotFound(f"user {owner_id} not found") from None

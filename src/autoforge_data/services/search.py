@@ -12,17 +12,36 @@
   of work, then refreshes the index: a process sees its own writes at once.
 * :func:`reindex` — backfills every stale prompt of a model in committed batches: kill it and run
   it again, it continues where it stopped and embeds nothing twice.
+
+Caching (a :class:`SearchContext` made with ``cache=``; the policy is
+:func:`autoforge_data.services.caching.cache_policy`, measured in ``bench/cache.py``):
+
+* **Query embeddings**: the in-process LRU (:class:`CachedEmbedder`) first, then the cache (its
+  own L1, then Redis, shared by every process: :class:`CacheAsideEmbedder`), then the model.
+* **Search results**, keyed by (database, model, version, query text or vector hash, k,
+  filter, mode). The version is the database's *data version* read per search (embedded and
+  replica: one local read), or in remote mode with Redis the *search generation* (dropped after
+  commit by every writer of prompts or vectors) plus the data version polled every
+  ``freshness_interval`` seconds (for writers that do not use the cache). A committed change
+  therefore changes the key; a miss applies the index's journal before computing, so what it
+  stores is at least as new as its key. If that refresh fails, the result is returned but not
+  stored.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import logging
 import math
 import re
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,12 +49,16 @@ from autoforge_data.db.engine import Database
 from autoforge_data.db.uow import UnitOfWork
 from autoforge_data.errors import AfdbError, ConfigError, InvalidInput, NotFound
 from autoforge_data.ids import is_id
+from autoforge_data.services import caching
 from autoforge_data.settings import Settings
 from autoforge_data.vector.base import MAX_K, Filter, Match, Vector, VectorIndex, check_query
 from autoforge_data.vector.embedders import (
     KNOWN_MODELS,
     CachedEmbedder,
     Embedder,
+    FloatArray,
+    Metric,
+    check_texts,
     content_hash,
     make_embedder,
 )
@@ -49,7 +72,11 @@ from autoforge_data.vector.mirror import (
 )
 from autoforge_data.vector.store import ModelRow, VectorStore, active_model, get_model
 
+if TYPE_CHECKING:
+    from autoforge_data.cache import CacheAside, Codec
+
 MODES = ("vector", "keyword", "hybrid")
+_NO_FILTER = Filter()  # frozen; searches without a filter share it
 RRF_K = 60  # reciprocal rank fusion constant (Cormack et al.): 1 / (60 + rank)
 SNIPPET_CHARS = 160
 MAX_QUERY_CHARS = 2_000
@@ -68,9 +95,92 @@ Progress = Callable[[int, int], None]
 log = logging.getLogger(__name__)
 
 
+class CacheAsideEmbedder:
+    """An Embedder whose query vectors go through the cache (its L1, then Redis): a query that
+    one process embedded is a hit for every other. Stored as base64 little-endian float32."""
+
+    def __init__(self, inner: Embedder, cache: CacheAside) -> None:
+        from autoforge_data.cache import Codec
+
+        self.inner = inner
+        self.cache = cache
+        self.name = inner.name
+        self.dimension = inner.dimension
+        self.metric: Metric = inner.metric
+        self.normalized = inner.normalized
+        self._codec: Codec[FloatArray] = Codec(_dump_vector, self._load_vector)
+
+    def __repr__(self) -> str:
+        return f"CacheAsideEmbedder({self.inner!r})"
+
+    def embed(self, texts: Sequence[str]) -> FloatArray:
+        """Each text's vector from the cache, or from the inner embedder (then cached)."""
+        items = check_texts(texts)
+        out = np.empty((len(items), self.dimension), dtype=np.float32)
+        for row, text in enumerate(items):
+            parts = [self.name, str(self.dimension), content_hash(text, self.name)]
+            try:
+                out[row] = self.cache.get_or_load(
+                    caching.QUERY_EMBEDDING,
+                    parts,
+                    lambda t=text: self.inner.embed([t])[0],  # type: ignore[misc]
+                    caching.EMBEDDING_TTL,
+                    codec=self._codec,
+                )
+            except _BadVector:  # a damaged or foreign value under our key: compute it
+                out[row] = self.inner.embed([text])[0]
+        return out
+
+    def _load_vector(self, value: Any) -> FloatArray:
+        try:
+            vector = np.frombuffer(base64.b64decode(value, validate=True), dtype="<f4")
+        except (TypeError, ValueError):
+            raise _BadVector from None
+        if vector.shape != (self.dimension,):
+            raise _BadVector
+        return vector.astype(np.float32, copy=False)
+
+
+class _BadVector(Exception):
+    """A cached query vector that does not decode to this model's dimension."""
+
+
+def _dump_vector(vector: FloatArray) -> str:
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+class _Poller:
+    """The data version, read again when older than ``interval`` seconds (one reader at a time;
+    the others keep using the previous value meanwhile)."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._value = ""
+        self._at = -math.inf
+        self._lock = threading.Lock()
+
+    def version(self, db: Database) -> str:
+        if time.monotonic() - self._at >= self.interval and self._lock.acquire(
+            blocking=not self._value
+        ):
+            try:
+                started = time.monotonic()
+                if started - self._at >= self.interval:
+                    self._value = caching.data_version(db)
+                    self._at = started
+            finally:
+                self._lock.release()
+        return self._value
+
+
 @dataclass
 class SearchContext:
-    """What a search needs: the database, the model, its embedder and the open vector index."""
+    """What a search needs: the database, the model, its embedder and the open vector index.
+
+    With ``cache``, query embeddings and search results are cached as the deployment mode's
+    policy says (see the module docstring); ``freshness_interval`` bounds how long a write made
+    without the cache (another tool) can go unseen by generation-keyed results.
+    """
 
     db: Database
     model: ModelRow
@@ -78,12 +188,23 @@ class SearchContext:
     embedder: Embedder | None  # None when the model is not one we can run (vector queries only)
     query_embedder: Embedder | None = None  # the embedder behind an LRU of query vectors
     owns_db: bool = field(default=False, repr=False)
+    cache: CacheAside | None = field(default=None, repr=False)
+    freshness_interval: float = caching.FRESHNESS_INTERVAL
+    policy: caching.CachePolicy | None = field(default=None, init=False)
+    _poller: _Poller = field(init=False, repr=False)
+    _probe: caching.DataVersionProbe | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.cache is not None:
+            self.policy = caching.cache_policy(self.db, self.cache)
+        self._poller = _Poller(self.freshness_interval)
         if self.embedder is not None:
             _check_embedder(self.embedder, self.model)
             if self.query_embedder is None:
-                self.query_embedder = CachedEmbedder(self.embedder, max_entries=4_096)
+                inner = self.embedder
+                if self.cache is not None and self.policy is not None and self.policy.embeddings:
+                    inner = CacheAsideEmbedder(self.embedder, self.cache)
+                self.query_embedder = CachedEmbedder(inner, max_entries=4_096)
 
     @classmethod
     def open(
@@ -95,20 +216,24 @@ class SearchContext:
         data_dir: Path | None = None,
         embedder: Embedder | None = None,
         options: IndexOptions | None = None,
+        cache: CacheAside | None = None,
+        freshness_interval: float = caching.FRESHNESS_INTERVAL,
     ) -> SearchContext:
         """Open the index of ``model`` (the registry's active model when None) and its embedder."""
         row = active_model(db) if model is None else get_model(db, model)
         if embedder is None and row.name in KNOWN_MODELS:
             embedder = make_embedder(row.name, db.settings)
         index = open_index(db, row, kind, data_dir, options=options)
-        return cls(db, row, index, embedder)
+        return cls(db, row, index, embedder, cache=cache, freshness_interval=freshness_interval)
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, kind: str = "memory") -> SearchContext:
+    def from_settings(
+        cls, settings: Settings, *, kind: str = "memory", cache: CacheAside | None = None
+    ) -> SearchContext:
         """Open the database of ``settings`` and a context over it (closed with the context)."""
         db = Database(settings)
         try:
-            ctx = cls.open(db, kind=kind)
+            ctx = cls.open(db, kind=kind, cache=cache)
         except BaseException:
             db.close()
             raise
@@ -117,6 +242,8 @@ class SearchContext:
 
     def close(self) -> None:
         """Close the index (saving its snapshot) and, if this context opened it, the database."""
+        if self._probe is not None:
+            self._probe.close()
         self.index.close()
         if self.owns_db:
             self.db.close()
@@ -152,6 +279,7 @@ def search(
     """The k best prompts for a text ``query`` or a ``vector``, allowed by ``flt``.
 
     With a vector there is no text to match words against, so ``hybrid`` is vector search.
+    A context with a cache serves a repeated search from it (see the module docstring).
     """
     flt = _check_request(query, vector, k, flt, mode)
     if vector is not None:
@@ -162,14 +290,105 @@ def search(
         except (TypeError, ValueError):
             raise InvalidInput("the query vector must be a list of numbers") from None
         q = check_query(raw, ctx.model.dimension, k)
-        return _vector(ctx, q, k, flt)
-    assert query is not None
+        what = "v:" + hashlib.sha256(q.tobytes()).hexdigest()
+        return _cached(ctx, what, lambda: _vector(ctx, q, k, flt), k=k, flt=flt, mode="vector")
+    text: str = query  # type: ignore[assignment]  # _check_request: exactly one of the two
+    run: Callable[[], list[Match]]
     if mode == "keyword":
-        return [match for _, match in _keyword(ctx.db, query, k, flt)]
-    q = _embed_query(ctx, query)
-    if mode == "vector":
-        return _vector(ctx, q, k, flt)
-    return _hybrid(ctx, query, q, k, flt)
+        run = lambda: [m for _, m in _keyword(ctx.db, text, k, flt)]  # noqa: E731
+    else:
+        _embedder_of(ctx)  # no embedder is an error before any work
+        if mode == "vector":
+            run = lambda: _vector(ctx, _embed_query(ctx, text), k, flt)  # noqa: E731
+        else:
+            run = lambda: _hybrid(ctx, text, _embed_query(ctx, text), k, flt)  # noqa: E731
+    return _cached(ctx, "t:" + text, run, k=k, flt=flt, mode=mode)
+
+
+class _Uncached(Exception):
+    """Carries a result out of the cache's loader so that it is returned but not stored."""
+
+    def __init__(self, matches: list[Match]) -> None:
+        super().__init__()
+        self.matches = matches
+
+
+def _cached(
+    ctx: SearchContext,
+    what: str,
+    run: Callable[[], list[Match]],
+    *,
+    k: int,
+    flt: Filter,
+    mode: str,
+) -> list[Match]:
+    """``run()``'s matches through the cache when the context's policy caches search results."""
+    cache, policy = ctx.cache, ctx.policy
+    if cache is None or policy is None or not policy.search:
+        return run()
+    if policy.search_key == "generation":
+        gen = caching.generation(cache, caching.SEARCH_GEN, caching.SEARCH_GEN_PARTS)
+        version = f"g{gen}:{ctx._poller.version(ctx.db)}"
+    else:
+        if ctx._probe is None:
+            ctx._probe = caching.DataVersionProbe(ctx.db)
+        version = "d" + ctx._probe.version()
+    # k is digits and mode a word: "k:mode:filter" is unambiguous (fewer parts, a faster key)
+    parts = [caching.database_key(ctx.db), ctx.model.name, version, what]
+    parts.append(f"{k}:{mode}:{_filter_key(flt)}")
+
+    def load() -> list[Match]:
+        # The index may lag behind the version in the key (other processes' commits reach it
+        # on its timed refresh): apply the journal first, or an old answer would be stored
+        # under a new key.
+        try:
+            ctx.index.refresh()
+        except AfdbError as exc:
+            log.warning("index refresh before a cached search failed: %s", exc.one_line())
+            raise _Uncached(run()) from None
+        return run()
+
+    try:
+        return cache.get_or_load(caching.SEARCH, parts, load, codec=_matches_codec())
+    except _Uncached as uncached:  # callers that shared this load get their own list
+        return list(uncached.matches)
+
+
+def _filter_key(flt: Filter) -> str:
+    if flt.empty:
+        return ""
+    status = list(flt.status) if flt.status is not None else None
+    parts = [status, flt.owner_id, flt.created_from, flt.created_to, flt.metadata]
+    return json.dumps(parts, sort_keys=True, separators=(",", ":"))
+
+
+_MATCHES: list[Any] = []
+# An L1 hit hands out the same decoded value every time: its Match objects are made once and
+# shared (they are frozen); each caller gets a list of its own. Bounded; an L2 hit decodes anew.
+_DECODED: dict[int, tuple[Any, tuple[Match, ...]]] = {}
+_DECODED_MAX = 1024
+
+
+def _matches_codec() -> Codec[list[Match]]:
+    if not _MATCHES:
+        from autoforge_data.cache import Codec
+
+        def dump(matches: list[Match]) -> list[list[Any]]:
+            return [[m.prompt_id, m.version, m.score, m.snippet] for m in matches]
+
+        def load(rows: list[list[Any]]) -> list[Match]:
+            known = _DECODED.get(id(rows))
+            if known is not None and known[0] is rows:
+                return list(known[1])
+            matches = tuple(Match(r[0], r[1], r[2], r[3]) for r in rows)
+            if len(_DECODED) >= _DECODED_MAX:
+                _DECODED.clear()
+            _DECODED[id(rows)] = (rows, matches)  # holds rows: its id is not reused meanwhile
+            return list(matches)
+
+        _MATCHES.append(Codec(dump, load))
+    codec: Codec[list[Match]] = _MATCHES[0]
+    return codec
 
 
 def _check_request(
@@ -191,20 +410,24 @@ def _check_request(
             raise InvalidInput(f"the search query is longer than {MAX_QUERY_CHARS} characters")
     if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
         raise InvalidInput(f"k must be between 1 and {MAX_K}")
-    flt = flt if flt is not None else Filter()
+    flt = flt if flt is not None else _NO_FILTER
     if not isinstance(flt, Filter):
         raise InvalidInput("flt must be a Filter")
     created_bounds(flt)
     return flt
 
 
-def _embed_query(ctx: SearchContext, query: str) -> Vector:
+def _embedder_of(ctx: SearchContext) -> Embedder:
     if ctx.query_embedder is None:
         raise ConfigError(
             f"no embedder for model {ctx.model.name!r}: only vector queries are possible",
             hint="search with vector=, or activate a model this package can run",
         )
-    vector: Vector = ctx.query_embedder.embed([query])[0]
+    return ctx.query_embedder
+
+
+def _embed_query(ctx: SearchContext, query: str) -> Vector:
+    vector: Vector = _embedder_of(ctx).embed([query])[0]
     return vector
 
 
@@ -373,7 +596,9 @@ def index_prompts(ctx: SearchContext, prompt_ids: Sequence[str]) -> IndexReport:
         missing = sorted(set(ids) - {str(r[0]) for r in rows})
         raise NotFound(f"prompt {missing[0]} not found")
     items = [(str(r[0]), int(r[1]), str(r[2])) for r in rows]
-    return _index_batch(ctx.db, ctx.model, ctx.embedder, items, _refresher(ctx.index))
+    return _index_batch(
+        ctx.db, ctx.model, ctx.embedder, items, _refresher(ctx.index), cache=ctx.cache
+    )
 
 
 def reindex(
@@ -384,12 +609,14 @@ def reindex(
     batch: int = 256,
     progress: Progress | None = None,
     index: VectorIndex | None = None,
+    cache: CacheAside | None = None,
 ) -> IndexReport:
     """Embed every prompt whose vector of ``model`` is missing or stale, batch by batch.
 
     Each batch is committed before ``progress(done, total)`` is called, so an interrupted run
     loses nothing and a rerun continues with what is still stale. ``index`` (of the same model)
-    is refreshed after each batch.
+    is refreshed after each batch; with ``cache``, each batch drops the search generation after
+    its commit (when the policy keys search results by it).
     """
     row = active_model(db) if model is None else get_model(db, model)
     if not isinstance(batch, int) or not 1 <= batch <= 10_000:
@@ -402,7 +629,7 @@ def reindex(
     report = IndexReport(total=stale_count(db, row))
     done, after = 0, ""
     while items := store.stale(db, batch, after):
-        report.add(_index_batch(db, row, embedder, items, on_commit))
+        report.add(_index_batch(db, row, embedder, items, on_commit, cache=cache))
         done += len(items)
         after = items[-1][0]
         if progress is not None:
@@ -432,6 +659,8 @@ def _index_batch(
     embedder: Embedder,
     items: list[tuple[str, int, str]],
     on_commit: Callable[[], Any] | None,
+    *,
+    cache: CacheAside | None = None,
 ) -> IndexReport:
     """Embed what changed among (prompt id, version, text) and upsert it in one transaction."""
     report = IndexReport(batches=1)
@@ -455,7 +684,7 @@ def _index_batch(
         kept = stored_vectors(db, model, [pid for pid, _, _ in reuse])
         rows += [(p, v, h, kept[p]) for p, v, h in reuse if p in kept]
     if rows:
-        report.skipped = _write(db, model, rows, on_commit)
+        report.skipped = _write(db, model, rows, on_commit, cache)
     report.embedded, report.reused = len(embed), len(reuse)
     return report
 
@@ -465,6 +694,7 @@ def _write(
     model: ModelRow,
     rows: list[tuple[str, int, str, np.ndarray]],
     on_commit: Callable[[], Any] | None,
+    cache: CacheAside | None = None,
 ) -> int:
     """Upsert vectors whose prompt is still at the embedded version; returns how many were not."""
     ids = [r[0] for r in rows]
@@ -482,6 +712,9 @@ def _write(
         if fresh:
             VectorStore(model).upsert_many(uow, fresh)
         if on_commit is not None:
-            uow.after_commit(on_commit)
+            uow.after_commit(on_commit)  # first: the index is current before the drop below
+        if fresh and cache is not None and caching.cache_policy(db, cache).invalidates:
+            items = [(caching.SEARCH_GEN, caching.SEARCH_GEN_PARTS)]
+            caching.invalidate_after_commit(cache, uow, items)
         uow.commit()
     return len(rows) - len(fresh)
