@@ -494,14 +494,18 @@ def markdown(rows: Rows, extra: dict[str, Any]) -> str:
     ratios = extra["l2_ratios"]
     raw_p50 = rows.get("raw redis-py GET + json.loads (1.3 KB prompt row)", "remote")["p50_us"]
     over = rows.get("our L2 hit (get_or_load, L1 off)", "remote")["p50_us"] - raw_p50
+    spread = (
+        "they straddle the 1.2x bound: borderline, not a reliable pass"
+        if min(ratios) <= 1.2 < max(ratios)
+        else ("all within the bound" if max(ratios) <= 1.2 else "all above the bound")
+    )
     lines.append(
-        f"- The Redis rows are the median one of {len(ratios)} interleaved repetitions (L2/raw "
-        f"per repetition: {', '.join(f'{r:.3f}' for r in ratios)}). Our L2 hit adds a fixed "
-        f"~{over:.1f} µs to a raw GET + json.loads (the breaker and pool guard, the envelope "
-        "check, the key, the metrics, the two-level lookup: measured one by one, no single part "
-        "to cut), so the ratio depends on the run's loopback latency: this run's raw GET + "
-        f"json.loads took {raw_p50:.1f} µs; at 30 µs (other runs on this 2-CPU machine) the same "
-        f"overhead is {1 + over / 30:.2f}x, at or above the 1.2x bound."
+        f"- The Redis rows are the median one of {len(ratios)} interleaved repetitions; L2/raw "
+        f"per repetition: {', '.join(f'{r:.3f}' for r in ratios)} ({spread}). Our L2 hit adds "
+        f"{over:.1f} µs here to a raw GET + json.loads of {raw_p50:.1f} µs (the breaker and pool "
+        "guard, the envelope check, the key, the metrics, the two-level lookup: measured one by "
+        "one, no single part to cut); loopback latency on this 2-CPU machine moves between runs "
+        "(30-75 µs for the raw GET), and the ratio with it."
     )
     rep = extra["replica"]
     lines += [

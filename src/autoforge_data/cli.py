@@ -113,6 +113,22 @@ def _database(*, check_schema: bool = True) -> Iterator[Any]:
         db.close()
 
 
+@contextmanager
+def _write_cache() -> Iterator[Any]:
+    """With AFDB_REDIS_URL, the cache our writes invalidate (servers cache what we change)."""
+    settings = _settings()
+    if not settings.redis_url:
+        yield None
+        return
+    from autoforge_data.cache import make_cache
+
+    cache = make_cache(settings, listen=False)
+    try:
+        yield cache
+    finally:
+        cache.close()
+
+
 def _json(obj: Any) -> None:
     console.print_json(json.dumps(obj, default=asdict))
 
@@ -263,8 +279,8 @@ def prompts_add(
     from autoforge_data.services import prompts as svc
 
     text = sys.stdin.read() if content == "-" else content
-    with _database() as db:
-        prompt = svc.create_prompt(db, owner, title, text, status=status)
+    with _database() as db, _write_cache() as cache:
+        prompt = svc.create_prompt(db, owner, title, text, status=status, cache=cache)
     console.print(prompt.id)
 
 
@@ -286,9 +302,14 @@ def prompts_edit(
     from autoforge_data.services import prompts as svc
 
     text = sys.stdin.read() if content == "-" else content
-    with _database() as db:
+    with _database() as db, _write_cache() as cache:
         prompt = svc.edit_prompt(
-            db, prompt_id, content=text, title=title, expected_version=expected_version
+            db,
+            prompt_id,
+            content=text,
+            title=title,
+            expected_version=expected_version,
+            cache=cache,
         )
     console.print(f"{prompt.id} is now at version {prompt.current_version}")
 
@@ -486,7 +507,8 @@ def embeddings_reindex(
             def progress(done: int, total: int) -> None:
                 bar.update(task, completed=done, total=total)
 
-            report = reindex(db, name, batch=batch, progress=progress)
+            with _write_cache() as cache:
+                report = reindex(db, name, batch=batch, progress=progress, cache=cache)
         console.print(f"embedded {report.embedded}, unchanged {report.unchanged}")
         if activate:
             row = activate_model(db, name) if name else None

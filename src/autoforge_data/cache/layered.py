@@ -77,7 +77,8 @@ class Listener:
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the thread and wait for it (bounded)."""
         self._stop.set()
-        self._thread.join(timeout)
+        if self._thread.is_alive():  # never started when the cache was made with listen=False
+            self._thread.join(timeout)
 
     def _run(self) -> None:
         backoff = 0.05

@@ -218,9 +218,11 @@ class VectorStore:
         return {str(r[0]): str(r[1]) for r in rows}
 
     def iter_all(
-        self, db: Database, chunk: int = 10_000
+        self, db: Database, chunk: int | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every (nums int64, vectors float32 (n, d)) in chunks, in num order."""
+        if chunk is None:  # each chunk's Hrana response stays well under sqld's 10 MB limit
+            chunk = max(100, min(10_000, 4_000_000 // (self.model.dimension * 6)))
         last = -1
         dim = self.model.dimension
         while True:
