@@ -151,3 +151,31 @@ def mint_token(private_pem: bytes, *, read_only: bool = False, ttl: int = 600) -
     if read_only:
         claims["a"] = "ro"
     return jwt.encode(claims, private_pem, algorithm="EdDSA")
+
+
+class Ticker:
+    """A thread that counts 1 ms sleeps: if it stops counting, something froze the process."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.ticks = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import time
+
+        while not self._stop.is_set():
+            self.ticks += 1
+            time.sleep(0.001)
+
+    def start(self) -> Ticker:
+        """Start counting."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop counting and join the thread."""
+        self._stop.set()
+        self._thread.join()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from autoforge_data.db import migrate
 from autoforge_data.db.engine import Database
 from autoforge_data.errors import AuthError, Unavailable
 from autoforge_data.services import prompts as svc
-from conftest import mint_token, settings_for, unique_email
+from conftest import Ticker, mint_token, settings_for, unique_email
 from servers import Sqld
 
 
@@ -22,30 +21,19 @@ def test_hung_server_fails_within_timeout_and_threads_run(tmp_path: Path, fresh_
     with Database(settings) as db:
         migrate.upgrade(db)
         user = svc.create_user(db, unique_email(), "h")
-        ticks = 0
-        stop = threading.Event()
-
-        def spin() -> None:
-            nonlocal ticks
-            while not stop.is_set():
-                ticks += 1
-                time.sleep(0.001)
-
-        t = threading.Thread(target=spin)
-        t.start()
+        ticker = Ticker().start()
         fresh_sqld.pause()
         try:
-            before = ticks
+            before = ticker.ticks
             t0 = time.monotonic()
             with pytest.raises(Unavailable):
                 svc.get_user(db, user.id)
             elapsed = time.monotonic() - t0
             assert elapsed < 1.0 + 0.7
-            assert ticks - before > 100  # the other thread kept running meanwhile
+            assert ticker.ticks - before > 100  # the other thread kept running meanwhile
         finally:
             fresh_sqld.resume()
-            stop.set()
-            t.join()
+            ticker.stop()
         assert svc.get_user(db, user.id) == user  # and it recovers
 
 

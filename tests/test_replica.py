@@ -11,7 +11,7 @@ from autoforge_data.db import migrate
 from autoforge_data.db.engine import Database
 from autoforge_data.errors import Unavailable
 from autoforge_data.services import prompts as svc
-from conftest import settings_for, unique_email
+from conftest import Ticker, settings_for, unique_email
 from servers import Sqld
 
 
@@ -67,36 +67,23 @@ def test_primary_killed_then_back(tmp_path: Path, fresh_sqld: Sqld) -> None:
 
 def test_hung_primary_never_freezes_the_replica(tmp_path: Path, fresh_sqld: Sqld) -> None:
     """Primary hung (SIGSTOP): local reads work, a write fails in time, other threads run."""
-    import threading
-
     settings = settings_for("replica", tmp_path, fresh_sqld, sync_interval=0.2,
                             connect_timeout=0.3, db_timeout=1.0)
     with Database(settings) as db:
         migrate.upgrade(db)
         user = svc.create_user(db, unique_email(), "hung")
-        ticks = 0
-        stop = threading.Event()
-
-        def spin() -> None:
-            nonlocal ticks
-            while not stop.is_set():
-                ticks += 1
-                time.sleep(0.001)
-
-        t = threading.Thread(target=spin)
-        t.start()
+        ticker = Ticker().start()
         fresh_sqld.pause()
         try:
             time.sleep(0.5)  # let the background sync hit the hung primary
-            before = ticks
+            before = ticker.ticks
             t0 = time.monotonic()
             assert svc.get_user(db, user.id) == user
             with pytest.raises(Unavailable):
                 svc.create_user(db, unique_email(), "during")
             assert time.monotonic() - t0 < 2.0
-            assert ticks - before > 100
+            assert ticker.ticks - before > 100
         finally:
             fresh_sqld.resume()
-            stop.set()
-            t.join()
+            ticker.stop()
         svc.create_user(db, unique_email(), "after")
