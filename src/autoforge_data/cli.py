@@ -676,3 +676,7 @@ def _subcommand(argv: list[str] | None) -> list[str]:
 def main() -> None:
     """Console script entry point."""
     raise SystemExit(run())
+
+
+# --- command groups that live in their own modules (one line each; imported last: they use the
+# helpers above through `from autoforge_data import cli`) ---

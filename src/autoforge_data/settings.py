@@ -92,6 +92,31 @@ class Settings(BaseSettings):
     openai_base_url: str = "https://api.openai.com/v1"
     openai_timeout: float = Field(default=20.0, gt=0, le=600)
     openai_max_retries: int = Field(default=4, ge=0, le=20)
+    # --- operations: backups, branches, replication (ops/) ---
+    backup_url: str | None = None  # file://… or s3://bucket/prefix; default backups/<profile>
+    backup_encryption_key: SecretStr | None = None  # AES-256-GCM for backup files
+    backup_hmac_key: SecretStr | None = None  # signs manifests
+    backup_every: float | None = Field(default=None, gt=0)  # seconds; the service's scheduler
+    backup_keep_last: int | None = Field(default=None, ge=1)
+    backup_keep_daily: int | None = Field(default=None, ge=0)
+    backup_keep_weekly: int | None = Field(default=None, ge=0)
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    replicate_url: str | None = None  # Litestream replica: file://… or s3://…
+    replicate_sync_interval: float = Field(default=1.0, gt=0, le=3600)
+    sqld_admin_url: str | None = None  # sqld --admin-listen-addr, for namespace branches
+    turso_api_url: str = "https://api.turso.tech"
+    turso_api_token: SecretStr | None = None
+    turso_org: str | None = None
+    turso_group: str = "default"
+    # --- service: API, auth, events (api/) ---
+    max_request_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    events_queue_size: int = Field(default=256, ge=1, le=100_000)
+    jwt_private_key_file: Path | None = None  # Ed25519 key for `afdb token create`
+    # --- secrets ---
+    secrets_dir: Path | None = None
 
     @classmethod
     def load(
