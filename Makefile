@@ -25,6 +25,8 @@ $(STAMP): pyproject.toml
 test-deps: $(STAMP)
 	scripts/ensure-redis
 	scripts/ensure-sqld $(VENV)
+	scripts/ensure-promtool
+	scripts/ensure-chromium
 
 test: test-deps  ## install what the tests need (redis-server, sqld) and run them
 	$(BIN)/pytest -q -p no:cacheprovider
