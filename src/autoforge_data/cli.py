@@ -680,3 +680,5 @@ def main() -> None:
 
 # --- command groups that live in their own modules (one line each; imported last: they use the
 # helpers above through `from autoforge_data import cli`) ---
+from autoforge_data import cli_security  # noqa: E402
+cli_security.register(app)
