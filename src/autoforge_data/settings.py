@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from autoforge_data import secrets
 from autoforge_data.errors import ConfigError
 
 Profile = Literal["dev", "staging", "prod"]
@@ -131,8 +132,12 @@ class Settings(BaseSettings):
                 f"unknown profile AFDB_ENV={profile!r}", hint="use one of: dev, staging, prod"
             )
         files = (base / ".env", base / f".env.{profile}")
+        encrypted, secrets_dir = secrets.settings_sources(base, profile, overrides, os.environ)
+        values = {**encrypted, **overrides}  # encrypted env files (in memory), below the env
         try:
-            settings = cls(_env_file=files, env=profile, **overrides)  # type: ignore[call-arg]
+            settings = cls(  # type: ignore[call-arg]
+                _env_file=files, _secrets_dir=secrets_dir, env=profile, **values
+            )
         except ValidationError as exc:
             raise _config_error(exc) from None
         settings.check()
