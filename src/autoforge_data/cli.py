@@ -682,3 +682,5 @@ def main() -> None:
 # helpers above through `from autoforge_data import cli`) ---
 from autoforge_data import cli_security  # noqa: E402
 cli_security.register(app)
+from autoforge_data import cli_env  # noqa: E402
+cli_env.register(app)

@@ -1,0 +1,605 @@
+"""Branches: a copy of an environment's database that never shares a write with its source.
+
+One entry point, :func:`create_branch` (``afdb branch create NAME --from ENV``), three backends
+chosen by the source profile's settings:
+
+* **embedded** (a local file, or an embedded replica's file): a consistent online snapshot through
+  the engine (:func:`autoforge_data.ops.snapshot.snapshot_to`), optionally emptied
+  (``schema_only``) or anonymized (:mod:`autoforge_data.ops.anonymize`), checked with the libSQL
+  engine, then renamed to ``<branches>/<name>.db`` (0600, folder 0700). ``at`` restores the
+  newest verified backup taken at or before that time instead (:mod:`autoforge_data.ops.backup`).
+  A profile uses it with ``AFDB_DATABASE_URL=<branches>/<name>.db`` (printed as ``use``).
+* **sqld** (``AFDB_SQLD_ADMIN_URL`` set): the admin API's namespace fork
+  (:mod:`autoforge_data.ops.sqld_admin`); the branch is the namespace ``<name>``.
+* **Turso Cloud** (``AFDB_TURSO_ORG`` and ``AFDB_TURSO_API_TOKEN`` set): a database created
+  with a seed from the source (:mod:`autoforge_data.ops.turso`), at ``at`` if given.
+
+Every branch gets a metadata record ``<branches>/<name>.json`` (written atomically): source
+profile, time, migration head, embedding models, git commit, options, where it is and how to use
+it. ``branch list`` reads the records; ``branch delete`` removes a branch we recorded, never a
+source. Names are checked by :func:`autoforge_data.ops.names.check_name` before any I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from autoforge_data.db import migrate
+from autoforge_data.db.engine import Database
+from autoforge_data.errors import AfdbError, ConfigError, Conflict, InvalidInput, NotFound
+from autoforge_data.fsutil import atomic_write, ensure_private_dir, fsync_dir
+from autoforge_data.ops.names import check_name, child_path
+from autoforge_data.settings import Mode, Settings
+
+Backend = Literal["auto", "embedded", "sqld", "turso"]
+BACKENDS: tuple[str, ...] = ("auto", "embedded", "sqld", "turso")
+
+
+@dataclass(frozen=True)
+class BranchOptions:
+    """What to branch and how; :meth:`validated` checks it before any I/O."""
+
+    name: str
+    source_env: str | None = None  # a label for the record (the source's profile by default)
+    at: datetime | None = None
+    schema_only: bool = False
+    anonymize: bool = False
+    drop_content: bool = False
+    replace: bool = False
+    backend: Backend = "auto"
+    branches_dir: Path | None = None  # default: <source data_dir>/branches
+    source_namespace: str | None = None  # sqld: default the first label of the source URL's host
+    source_database: str | None = None  # Turso: default the database name in the source URL
+
+    def validated(self) -> BranchOptions:
+        """The options if they make sense together; InvalidInput otherwise."""
+        check_name(self.name, "branch name")
+        if self.backend not in BACKENDS:
+            raise InvalidInput(
+                f"unknown branch backend {self.backend!r}", hint="auto, embedded, sqld or turso"
+            )
+        if self.drop_content and not self.anonymize:
+            raise InvalidInput("--drop-content needs --anonymize", hint="add --anonymize")
+        if self.schema_only and (self.anonymize or self.at is not None):
+            raise InvalidInput(
+                "--schema-only copies no rows: --anonymize and --at do not apply",
+                hint="drop --anonymize/--at, or drop --schema-only",
+            )
+        if self.at is not None:
+            if self.at.tzinfo is None:
+                raise InvalidInput("--at needs a time zone", hint="e.g. 2026-11-27T12:00:00Z")
+            if self.at > datetime.now(UTC):
+                raise InvalidInput("--at is in the future", hint="give a past time, in UTC")
+        return self
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An ISO 8601 time (``Z`` or an offset; no zone means UTC) as an aware UTC datetime."""
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(
+            f"invalid timestamp {text[:40]!r}", hint="use ISO 8601, e.g. 2026-11-27T12:00:00Z"
+        ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+@dataclass
+class BranchRecord:
+    """The metadata record of a branch (``<branches>/<name>.json``)."""
+
+    name: str
+    kind: str  # embedded, sqld or turso
+    source_env: str
+    source: str  # where it came from (no credentials)
+    created_at: str
+    location: str  # a file path, a namespace, or a Turso hostname
+    use: str  # how a profile points at it
+    at: str | None = None
+    migration: str | None = None
+    models: list[str] = field(default_factory=list)
+    git_commit: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    size_bytes: int | None = None
+    row_counts: dict[str, int] = field(default_factory=dict)
+    seconds: float | None = None
+    status: str = "ok"  # list: ok, missing (file/namespace/database gone), unrecorded
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return asdict(self)
+
+
+def branches_dir(settings: Settings) -> Path:
+    """The folder that holds branch files and records: ``<data_dir>/branches``."""
+    return settings.data_dir.absolute() / "branches"
+
+
+def create_branch(source: Settings | Database, options: BranchOptions) -> BranchRecord:
+    """Create branch ``options.name`` of ``source`` (a profile's settings or an open database)."""
+    opts = options.validated()
+    settings = source.settings if isinstance(source, Database) else source
+    folder = Path(opts.branches_dir or branches_dir(settings)).absolute()
+    opts = replace(opts, source_env=opts.source_env or settings.env, branches_dir=folder)
+    record_path = child_path(folder, opts.name, ".json")
+    if record_path.exists() and not opts.replace:
+        raise Conflict(f"branch {opts.name!r} exists", hint="pick another name, or --replace it")
+    backend = choose_backend(settings, opts.backend)
+    started = datetime.now(UTC)
+    if backend == "embedded":
+        record = _create_embedded(source, opts)
+    elif backend == "sqld":
+        record = _create_sqld(settings, opts)
+    else:
+        record = _create_turso(settings, opts)
+    record.created_at = started.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    record.git_commit = git_commit(Path.cwd())
+    record.options = {
+        "schema_only": opts.schema_only,
+        "anonymize": opts.anonymize,
+        "drop_content": opts.drop_content,
+        "at": record.at,
+    }
+    write_record(record_path, record)
+    return record
+
+
+def choose_backend(settings: Settings, wanted: str = "auto") -> str:
+    """embedded, sqld or turso, from the source's mode and which admin API is configured."""
+    target = settings.target
+    if wanted == "auto":
+        if target.mode is Mode.EMBEDDED:
+            wanted = "embedded"
+        elif settings.sqld_admin_url:
+            wanted = "sqld"
+        elif settings.turso_org and settings.turso_api_token is not None:
+            wanted = "turso"
+        elif target.mode is Mode.REPLICA:
+            wanted = "embedded"  # a snapshot of the replica's local file
+        else:
+            raise ConfigError(
+                "a remote database is branched through its server's admin API, none is set",
+                hint="set AFDB_SQLD_ADMIN_URL (sqld) or AFDB_TURSO_ORG + AFDB_TURSO_API_TOKEN",
+            )
+    if wanted == "embedded" and target.path is None:
+        raise ConfigError(
+            "--backend embedded needs a local database file", hint="use sqld or turso"
+        )
+    if wanted in ("sqld", "turso") and target.url is None:
+        raise ConfigError(f"--backend {wanted} needs a server URL in the source profile")
+    return wanted
+
+
+# --- embedded: snapshot, clean, check, rename ---
+
+
+def _create_embedded(source: Settings | Database, opts: BranchOptions) -> BranchRecord:
+    assert opts.branches_dir is not None
+    dest = child_path(opts.branches_dir, opts.name, ".db")
+    if dest.exists() and not opts.replace:
+        raise Conflict(f"{dest} exists", hint="pick another name, or --replace it")
+    own = not isinstance(source, Database)
+    db = Database(source) if isinstance(source, Settings) else source
+    try:
+        _refuse_source(db, dest)
+        if migrate.current_revision(db) is None:
+            raise AfdbError(f"the {db.settings.env} database has no schema", hint="run: afdb init")
+        return _snapshot_branch(db, dest, opts)
+    finally:
+        if own:
+            db.close()
+
+
+def _refuse_source(db: Database, dest: Path) -> None:
+    path = db.target.path
+    if path is not None and os.path.realpath(path) == os.path.realpath(dest):
+        raise InvalidInput("a branch cannot replace its own source", hint="pick another name")
+
+
+def _snapshot_branch(db: Database, dest: Path, opts: BranchOptions) -> BranchRecord:
+    from autoforge_data.ops.snapshot import integrity_check, snapshot_to
+
+    ensure_private_dir(dest.parent)
+    partial = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.partial")
+    key = db.settings.encryption_key
+    try:
+        if opts.at is not None:
+            seconds = _restore_backup_at(db.settings, opts.at, partial)
+        else:
+            seconds = snapshot_to(db, partial).seconds
+        _clean(partial, db.settings, opts)
+        integrity_check(partial, encryption_key=key.get_secret_value() if key else None)
+        migration, models, counts = _describe(partial, key.get_secret_value() if key else None)
+        os.replace(partial, dest)
+        fsync_dir(dest.parent)
+    finally:
+        for leftover in (partial, *_sidecars(partial)):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+    for stale in _sidecars(dest):  # a replaced branch's WAL must not be applied to the new file
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    return BranchRecord(
+        name=opts.name,
+        kind="embedded",
+        source_env=opts.source_env or db.settings.env,
+        source=db.target.describe(),
+        created_at="",
+        location=str(dest),
+        use=f"AFDB_DATABASE_URL={_shown_path(dest)}",
+        at=_stamp(opts.at),
+        migration=migration,
+        models=models,
+        size_bytes=dest.stat().st_size,
+        row_counts=counts,
+        seconds=seconds,
+    )
+
+
+def _sidecars(path: Path) -> tuple[Path, ...]:
+    return tuple(Path(f"{path}{s}") for s in ("-wal", "-shm", "-journal"))
+
+
+def _clean(partial: Path, source: Settings, opts: BranchOptions) -> None:
+    """Empty or anonymize the branch file, then compact it into one file."""
+    if not (opts.schema_only or opts.anonymize):
+        return
+    from autoforge_data.ops import anonymize
+    from autoforge_data.vector.libsql_index import repair_vector_meta
+
+    db = Database(_file_settings(source, partial))
+    try:
+        with db.writes.connection() as conn:
+            if opts.schema_only:
+                anonymize.empty_rows(conn)
+            else:
+                anonymize.anonymize(conn, drop_content=opts.drop_content)
+            anonymize.compact(conn)
+        repair_vector_meta(db)  # VACUUM duplicates libSQL's vector index registry row
+        with db.writes.connection() as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            conn.execute("PRAGMA journal_mode = DELETE").fetchall()
+    finally:
+        db.close()
+
+
+def _file_settings(source: Settings, path: Path) -> Settings:
+    """Settings that open one branch file with the libSQL engine (and the source's key)."""
+    return Settings.load(
+        source.env,
+        base_dir=path.parent,
+        data_dir=path.parent,
+        database_url=str(path),
+        sync_url=None,
+        sync_interval=None,
+        mode=None,
+        db_driver="libsql",
+        encryption_key=source.encryption_key,
+    )
+
+
+def _describe(path: Path, key: str | None) -> tuple[str | None, list[str], dict[str, int]]:
+    from autoforge_data.ops.snapshot import _open_libsql, describe
+
+    with _open_libsql(path, key) as conn:
+        return describe(conn)
+
+
+def _restore_backup_at(settings: Settings, at: datetime, dest: Path) -> float:
+    """Write the newest verified backup taken at or before ``at`` to ``dest``; returns seconds."""
+    try:
+        backup: Any = importlib.import_module("autoforge_data.ops.backup")
+    except ImportError:
+        backup = None
+    restore_at = getattr(backup, "restore_backup_at", None)
+    if restore_at is None:
+        raise ConfigError(
+            "--at on an embedded database needs the backups module",
+            hint="branch without --at, or use sqld/Turso point-in-time instead",
+        )
+    result = restore_at(settings, at, dest)
+    return float(getattr(result, "seconds", 0.0))
+
+
+def _shown_path(path: Path) -> str:
+    """The path relative to the working directory when it is inside it (shorter to paste)."""
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
+
+
+def _stamp(when: datetime | None) -> str | None:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when is not None else None
+
+
+# --- sqld namespaces ---
+
+
+def _create_sqld(settings: Settings, opts: BranchOptions) -> BranchRecord:
+    from autoforge_data.ops.sqld_admin import SqldAdmin, check_namespace, namespace_of_url
+
+    assert settings.target.url is not None
+    assert settings.sqld_admin_url is not None
+    if opts.at is not None:
+        raise InvalidInput(
+            "sqld forks a namespace as it is now: --at is not supported there",
+            hint="branch without --at, or restore a backup into a new namespace",
+        )
+    name = check_namespace(opts.name)
+    src = check_namespace(opts.source_namespace or namespace_of_url(settings.target.url))
+    with SqldAdmin(settings.sqld_admin_url, timeout=max(settings.db_timeout, 30.0)) as admin:
+        if opts.replace and admin.exists(name):
+            _refuse_unrecorded(opts, name)
+            admin.delete(name)
+        admin.fork(src, name)
+        size = admin.stats(name).storage_bytes
+    migration, models, counts = _describe_remote(settings, name)
+    return BranchRecord(
+        name=name,
+        kind="sqld",
+        source_env=opts.source_env or settings.env,
+        source=f"sqld namespace {src} at {settings.target.url}",
+        created_at="",
+        location=f"namespace {name} at {settings.target.url}",
+        use=f"AFDB_DATABASE_URL={_namespace_url(settings.target.url, name)}",
+        migration=migration,
+        models=models,
+        size_bytes=size,
+        row_counts=counts,
+    )
+
+
+def _namespace_url(url: str, namespace: str) -> str:
+    """The URL whose host sends ``Host: {namespace}.<host>`` (resolvable names only)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    rest = host.split(".", 1)[1] if "." in host and not host.replace(".", "").isdigit() else host
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, f"{namespace}.{rest}{port}", parts.path, "", ""))
+
+
+def _describe_remote(settings: Settings, namespace: str) -> tuple[Any, list[str], dict[str, int]]:
+    """Migration head, models and row counts of a freshly forked namespace."""
+    from autoforge_data.db import hrana
+    from autoforge_data.ops.snapshot import describe
+
+    assert settings.target.url is not None
+    token = settings.auth_token.get_secret_value() if settings.auth_token else None
+    conn = hrana.connect(
+        settings.target.url,
+        auth_token=token,
+        namespace=namespace,
+        timeout=settings.db_timeout,
+        connect_timeout=settings.connect_timeout,
+    )
+    try:
+        return describe(conn)
+    finally:
+        conn.close()
+
+
+def _refuse_unrecorded(opts: BranchOptions, name: str) -> None:
+    """--replace only ever replaces a branch we recorded (never a namespace we did not make)."""
+    assert opts.branches_dir is not None
+    if not child_path(opts.branches_dir, name, ".json").exists():
+        raise Conflict(
+            f"{name!r} exists and is not a branch recorded here",
+            hint="pick another name; afdb never deletes a database it did not branch",
+        )
+
+
+# --- Turso Cloud ---
+
+
+def _create_turso(settings: Settings, opts: BranchOptions) -> BranchRecord:
+    from autoforge_data.ops.turso import check_database_name, database_of_url
+
+    assert settings.target.url is not None
+    name = check_database_name(opts.name)
+    src = check_database_name(
+        opts.source_database or database_of_url(settings.target.url, settings.turso_org)
+    )
+    if src == name:
+        raise InvalidInput("a branch cannot have its source's name", hint="pick another name")
+    with _turso(settings) as api:
+        if opts.replace:
+            _refuse_unrecorded(opts, name)
+            with contextlib.suppress(NotFound):
+                api.delete(name)
+        created = api.create_branch(name, src, settings.turso_group, opts.at)
+    return BranchRecord(
+        name=name,
+        kind="turso",
+        source_env=opts.source_env or settings.env,
+        source=f"Turso database {src}",
+        created_at="",
+        location=created.hostname,
+        use=f"AFDB_DATABASE_URL=libsql://{created.hostname} (+ a token for it: "
+        f"turso db tokens create {name})",
+        at=_stamp(opts.at),
+    )
+
+
+def _turso(settings: Settings) -> Any:
+    from autoforge_data.ops.turso import TursoPlatform
+
+    return TursoPlatform(settings.turso_api_url, settings.turso_org, settings.turso_api_token)
+
+
+# --- records: write, list, delete ---
+
+
+def write_record(path: Path, record: BranchRecord) -> None:
+    """Write a branch's record atomically (0600)."""
+    with atomic_write(path) as fh:
+        fh.write(json.dumps(record.to_json(), indent=2, sort_keys=True).encode() + b"\n")
+
+
+def read_record(path: Path) -> BranchRecord:
+    """Read one record; Corrupt-looking files raise InvalidInput."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        known = set(BranchRecord.__dataclass_fields__)
+        return BranchRecord(**{k: v for k, v in raw.items() if k in known})
+    except (OSError, ValueError, TypeError) as exc:
+        raise InvalidInput(
+            f"branch record {path.name} is unreadable ({type(exc).__name__})",
+            hint="delete the file if the branch is gone",
+        ) from None
+
+
+def list_branches(settings: Settings, *, folder: Path | None = None) -> list[BranchRecord]:
+    """Every recorded branch (and branch files without a record), oldest first."""
+    folder = Path(folder or branches_dir(settings))
+    if not folder.is_dir():
+        return []
+    out: list[BranchRecord] = []
+    seen: set[str] = set()
+    for path in sorted(folder.glob("*.json")):
+        if _safe_stem(path.stem) and not path.is_symlink():
+            record = read_record(path)
+            if record.kind == "embedded":
+                record.status = "ok" if Path(record.location).is_file() else "missing"
+            out.append(record)
+            seen.add(path.stem)
+    for path in sorted(folder.glob("*.db")):
+        if _safe_stem(path.stem) and path.stem not in seen:
+            out.append(_unrecorded(path))
+    return sorted(out, key=lambda r: (r.created_at, r.name))
+
+
+def _safe_stem(stem: str) -> bool:
+    try:
+        check_name(stem)
+    except InvalidInput:
+        return False
+    return True
+
+
+def _unrecorded(path: Path) -> BranchRecord:
+    """A branch file whose record is missing (e.g. a crash between rename and record)."""
+    stamp = datetime.fromtimestamp(path.stat().st_mtime, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return BranchRecord(
+        name=path.stem,
+        kind="embedded",
+        source_env="?",
+        source="?",
+        created_at=stamp,
+        location=str(path),
+        use=f"AFDB_DATABASE_URL={_shown_path(path)}",
+        size_bytes=path.stat().st_size,
+        status="unrecorded",
+    )
+
+
+def check_remote(settings: Settings, records: list[BranchRecord]) -> None:
+    """Mark sqld/Turso branches whose namespace or database no longer exists as missing."""
+    remote = [r for r in records if r.kind in ("sqld", "turso")]
+    if any(r.kind == "sqld" for r in remote) and settings.sqld_admin_url:
+        from autoforge_data.ops.sqld_admin import SqldAdmin
+
+        with SqldAdmin(settings.sqld_admin_url) as admin:
+            for r in remote:
+                if r.kind == "sqld" and not admin.exists(r.name):
+                    r.status = "missing"
+    if any(r.kind == "turso" for r in remote) and settings.turso_org:
+        with _turso(settings) as api:
+            names = {d.name for d in api.list_databases()}
+        for r in remote:
+            if r.kind == "turso" and r.name not in names:
+                r.status = "missing"
+
+
+def delete_branch(settings: Settings, name: str, *, folder: Path | None = None) -> BranchRecord:
+    """Delete a branch (file, namespace or database) and its record; never a source."""
+    check_name(name, "branch name")
+    folder = Path(folder or branches_dir(settings))
+    record_path = child_path(folder, name, ".json")
+    db_path = child_path(folder, name, ".db")
+    if record_path.exists():
+        record = read_record(record_path)
+    elif db_path.exists():
+        record = _unrecorded(db_path)
+    else:
+        raise NotFound(f"no branch named {name!r} in {folder}", hint="see: afdb branch list")
+    _refuse_current(settings, record)
+    if record.kind == "embedded":
+        for path in (db_path, *_sidecars(db_path)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    elif record.kind == "sqld":
+        _delete_sqld(settings, name)
+    elif record.kind == "turso":
+        with _turso(settings) as api, contextlib.suppress(NotFound):
+            api.delete(name)
+    with contextlib.suppress(FileNotFoundError):
+        record_path.unlink()
+    if folder.exists():
+        fsync_dir(folder)
+    return record
+
+
+def _delete_sqld(settings: Settings, name: str) -> None:
+    from autoforge_data.ops.sqld_admin import SqldAdmin
+
+    if not settings.sqld_admin_url:
+        raise ConfigError(
+            f"branch {name!r} is an sqld namespace: AFDB_SQLD_ADMIN_URL is needed to delete it",
+            hint="set AFDB_SQLD_ADMIN_URL to the sqld's --admin-listen-addr",
+        )
+    with SqldAdmin(settings.sqld_admin_url) as admin, contextlib.suppress(NotFound):
+        admin.delete(name)
+
+
+def _refuse_current(settings: Settings, record: BranchRecord) -> None:
+    """The profile's own database is never deleted as a branch."""
+    from autoforge_data.ops.sqld_admin import namespace_of_url
+
+    target = settings.target
+    same_file = (
+        target.path is not None
+        and record.kind == "embedded"
+        and (os.path.realpath(record.location) == os.path.realpath(target.path))
+    )
+    same_ns = (
+        record.kind == "sqld"
+        and target.url is not None
+        and (namespace_of_url(target.url) == record.name)
+    )
+    if same_file or same_ns:
+        raise InvalidInput(
+            f"branch {record.name!r} is the {settings.env} profile's own database",
+            hint="switch profile (or AFDB_DATABASE_URL) before deleting it",
+        )
+
+
+def git_commit(cwd: Path) -> str | None:
+    """The commit checked out in ``cwd`` if it is a git work tree, else None."""
+    git = shutil.which("git")
+    if git is None:
+        return None
+    try:
+        proc = subprocess.run(  # noqa: S603 - fixed argv, no user input
+            [git, "rev-parse", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    out = proc.stdout.strip()
+    return out if proc.returncode == 0 and len(out) in (40, 64) else None

@@ -1,0 +1,161 @@
+"""A client for sqld's admin API (``--admin-listen-addr``): namespaces as branches.
+
+A sqld started with ``--enable-namespaces`` serves many databases; clients pick one by the first
+label of the Host header (``{namespace}.<host>``). The admin API forks one namespace into a new
+one (``POST /v1/namespaces/{from}/fork/{to}``: a copy of the database at that moment, after
+which the two never share a write), reports one (``GET /v1/namespaces/{ns}/stats``) and deletes
+one (``DELETE /v1/namespaces/{ns}``). sqld 0.24 has no call that lists namespaces: the branches
+we created are listed from their metadata records (:mod:`autoforge_data.ops.branch`) and each
+is checked with ``stats``.
+
+The admin API has no authentication of its own: it must listen on loopback or a private
+network, never the internet; we refuse a plain-http admin URL to a non-loopback host.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from autoforge_data.errors import (
+    AfdbError,
+    ConfigError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    Unavailable,
+)
+
+_NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+
+def check_namespace(name: str) -> str:
+    """A namespace name sqld accepts and a Host header can carry: [a-z0-9_-], up to 63."""
+    if not isinstance(name, str) or not _NAMESPACE.match(name):
+        raise InvalidInput(
+            f"invalid sqld namespace {name[:80]!r}" if isinstance(name, str) else "invalid name",
+            hint="use lowercase letters, digits, '-' and '_' (at most 63), starting alphanumeric",
+        )
+    return name
+
+
+def namespace_of_url(url: str) -> str:
+    """The namespace sqld serves for a URL: the first label of its host (what sqld itself uses)."""
+    host = urlsplit(url).hostname or ""
+    return host.split(".", 1)[0]
+
+
+def check_admin_url(raw: str) -> str:
+    """Validate AFDB_SQLD_ADMIN_URL: http(s), no credentials, plain http only to loopback."""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            "AFDB_SQLD_ADMIN_URL must be an http(s) URL with a host",
+            hint="e.g. AFDB_SQLD_ADMIN_URL=http://127.0.0.1:9090 (sqld --admin-listen-addr)",
+        )
+    if parts.username or parts.password:
+        raise ConfigError(
+            "AFDB_SQLD_ADMIN_URL must not carry credentials", hint="remove user:password@"
+        )
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+        raise ConfigError(
+            f"AFDB_SQLD_ADMIN_URL uses plain http to a non-loopback host {parts.hostname!r}",
+            hint="sqld's admin API has no auth: reach it over loopback or an https tunnel",
+        )
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+@dataclass(frozen=True)
+class NamespaceStats:
+    """What sqld reports about one namespace."""
+
+    name: str
+    storage_bytes: int
+    replication_index: int
+
+
+class SqldAdmin:
+    """The admin API of one sqld (namespaces: fork, stats, delete)."""
+
+    def __init__(self, admin_url: str, *, timeout: float = 30.0) -> None:
+        self.url = check_admin_url(admin_url)
+        self._client = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def fork(self, source: str, target: str) -> None:
+        """Fork namespace ``source`` into a new namespace ``target`` (refuses an existing one)."""
+        check_namespace(source)
+        check_namespace(target)
+        if source == target:
+            raise InvalidInput("a branch cannot have its source's name", hint="pick another name")
+        self._call("POST", f"/v1/namespaces/{source}/fork/{target}", json={})
+
+    def stats(self, name: str) -> NamespaceStats:
+        """Size and replication index of a namespace; NotFound if it does not exist."""
+        body = self._call("GET", f"/v1/namespaces/{check_namespace(name)}/stats")
+        return NamespaceStats(
+            name=name,
+            storage_bytes=int(body.get("storage_bytes_used") or 0),
+            replication_index=int(body.get("replication_index") or 0),
+        )
+
+    def exists(self, name: str) -> bool:
+        """True if the namespace exists."""
+        try:
+            self.stats(name)
+        except NotFound:
+            return False
+        return True
+
+    def delete(self, name: str) -> None:
+        """Delete a namespace and its data; NotFound if it does not exist."""
+        self._call("DELETE", f"/v1/namespaces/{check_namespace(name)}")
+
+    def close(self) -> None:
+        """Close the HTTP connection pool."""
+        self._client.close()
+
+    def __enter__(self) -> SqldAdmin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, json: Any = None) -> dict[str, Any]:
+        try:
+            r = self._client.request(method, path, json=json)
+        except httpx.HTTPError as exc:
+            raise Unavailable(
+                f"sqld admin API at {self.url} did not answer ({type(exc).__name__})",
+                hint="check AFDB_SQLD_ADMIN_URL and that sqld runs with --admin-listen-addr",
+            ) from None
+        if r.status_code < 300:
+            return _json_or_empty(r)
+        raise _error(r, method, path)
+
+
+def _json_or_empty(r: httpx.Response) -> dict[str, Any]:
+    if not r.content:
+        return {}
+    try:
+        body = r.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _error(r: httpx.Response, method: str, path: str) -> AfdbError:
+    """Map an admin API error response to our error types (sqld's message is short and safe)."""
+    detail = str(_json_or_empty(r).get("error") or r.text[:200]).strip()
+    where = f"sqld admin {method} {path}"
+    if r.status_code == 404:
+        return NotFound(f"{where}: {detail}", hint="check the namespace name (afdb branch list)")
+    if r.status_code in (400, 409) and "already exists" in detail:
+        return Conflict(f"{where}: {detail}", hint="pick another name or delete that branch first")
+    if r.status_code >= 500:
+        return Unavailable(f"{where}: HTTP {r.status_code}: {detail}", hint="see sqld's log")
+    return AfdbError(f"{where}: HTTP {r.status_code}: {detail}", hint="see sqld's log")
