@@ -9,6 +9,10 @@ depends on the deployment mode (:func:`autoforge_data.services.caching.cache_pol
 remote mode with Redis, where a read costs a round trip). The writers take the same ``cache``
 and drop what they changed once their transaction has committed (never before, never on a
 rollback): the prompt, its owner's list pages, and the search generation.
+
+Change events: the writers take an optional ``events`` sink (an :class:`~autoforge_data.events.
+EventBus`, e.g. ``app.state.events``) and publish what they changed after commit, never for a
+rollback (:mod:`autoforge_data.events`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from autoforge_data.domain import (
     utcnow,
 )
 from autoforge_data.errors import Conflict, InvalidInput, NotFound
+from autoforge_data.events import EventSink, evaluation_event, prompt_event, publish_after_commit
 from autoforge_data.ids import is_id, new_id
 from autoforge_data.services import caching
 
@@ -149,6 +154,7 @@ def create_prompt(
     status: str = "draft",
     metadata: dict[str, Any] | None = None,
     cache: CacheAside | None = None,
+    events: EventSink | None = None,
 ) -> Prompt:
     """Create a prompt with its version 1 (one transaction; one round trip in remote mode)."""
     _id(owner_id, "user")
@@ -168,6 +174,7 @@ def create_prompt(
         with UnitOfWork(db, write=True) as uow:
             Prompts(uow).add(prompt)
             caching.prompt_writes(cache, db, uow, owner_ids=[owner_id])
+            publish_after_commit(uow, events, prompt_event("prompt.created", prompt))
             uow.commit()
     except NotFound:
         raise NotFound(f"user {owner_id} not found") from None
@@ -203,6 +210,7 @@ def edit_prompt(
     title: str | None = None,
     expected_version: int | None = None,
     cache: CacheAside | None = None,
+    events: EventSink | None = None,
 ) -> Prompt:
     """Save a new immutable version (number + 1) and make it current, in one transaction.
 
@@ -230,12 +238,18 @@ def edit_prompt(
             PromptVersion(prompt_id, updated.current_version, updated.title, updated.content, now)
         )
         caching.prompt_writes(cache, db, uow, prompt_ids=[prompt_id], owner_ids=[updated.owner_id])
+        publish_after_commit(uow, events, prompt_event("prompt.edited", updated))
         uow.commit()
     return updated
 
 
 def set_status(
-    db: Database, prompt_id: str, status: str, *, cache: CacheAside | None = None
+    db: Database,
+    prompt_id: str,
+    status: str,
+    *,
+    cache: CacheAside | None = None,
+    events: EventSink | None = None,
 ) -> Prompt:
     """Change a prompt's status (draft, active, archived)."""
     _id(prompt_id, "prompt")
@@ -245,6 +259,7 @@ def set_status(
         if prompt is None:
             raise NotFound(f"prompt {prompt_id} not found")
         caching.prompt_writes(cache, db, uow, prompt_ids=[prompt_id], owner_ids=[prompt.owner_id])
+        publish_after_commit(uow, events, prompt_event("prompt.status_changed", prompt))
         uow.commit()
     return prompt
 
@@ -297,8 +312,9 @@ def add_evaluation(
     score: float,
     *,
     metrics: dict[str, Any] | None = None,
+    events: EventSink | None = None,
 ) -> Evaluation:
-    """Record a score for one version of a prompt."""
+    """Record a score for one version of a prompt (with ``events``: one more read, the owner)."""
     _id(prompt_id, "prompt")
     if not isinstance(version, int) or version < 1:
         raise InvalidInput("version must be a positive integer")
@@ -310,6 +326,10 @@ def add_evaluation(
     try:
         with UnitOfWork(db, write=True) as uow:
             Evaluations(uow).add(ev)
+            if events is not None:  # the owner, so `/ws?user=` filters see evaluations too
+                owner = Prompts(uow).get(prompt_id)
+                owner_id = owner.owner_id if owner is not None else None
+                publish_after_commit(uow, events, evaluation_event(ev, owner_id))
             uow.commit()
     except NotFound:
         raise NotFound(f"prompt {prompt_id} has no version {version}") from None
