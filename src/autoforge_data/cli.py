@@ -684,3 +684,5 @@ from autoforge_data import cli_security  # noqa: E402
 cli_security.register(app)
 from autoforge_data import cli_env  # noqa: E402
 cli_env.register(app)
+from autoforge_data import cli_service  # noqa: E402, I001
+cli_service.register(app)

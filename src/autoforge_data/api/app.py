@@ -44,6 +44,8 @@ def create_app(settings: Settings, *, db: Database | None = None, cache: Any = N
             # health checks get their own threads, so a saturated pool cannot make them time out
             app.state.health_limiter = anyio.CapacityLimiter(8)
             # --- components started with the app (one line each) ---
+            from autoforge_data.api.search import component as search_component
+            await stack.enter_async_context(search_component(app))
             yield
 
     app = FastAPI(title="AutoForgeNexus data platform", version=__version__, lifespan=lifespan)
@@ -66,4 +68,11 @@ def create_app(settings: Settings, *, db: Database | None = None, cache: Any = N
 
     # --- routers, one module per resource (one line each) ---
     app.include_router(health.router)
+    from autoforge_data.api import limits, ops, prompts, search, users, vectors
+    limits.install(app)
+    app.include_router(users.router)
+    app.include_router(prompts.router)
+    app.include_router(search.router)
+    app.include_router(vectors.router)
+    app.include_router(ops.router)
     return app

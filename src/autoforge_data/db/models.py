@@ -206,4 +206,21 @@ class VectorJournal(Base):
     )
 
 
+class ApiKey(Base):
+    """An API key of the HTTP service: only the sha256 of the secret is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(8))
+    created_at: Mapped[str] = mapped_column(String(24), server_default=text(NOW_SQL))
+    last_used_at: Mapped[str | None] = mapped_column(String(24))
+    expires_at: Mapped[str | None] = mapped_column(String(24))
+    revoked_at: Mapped[str | None] = mapped_column(String(24))
+
+    __table_args__ = (CheckConstraint("scope IN ('read', 'write', 'admin')", name="scope"),)
+
+
 metadata = Base.metadata
