@@ -46,6 +46,8 @@ def create_app(settings: Settings, *, db: Database | None = None, cache: Any = N
             # --- components started with the app (one line each) ---
             from autoforge_data.api.search import component as search_component
             await stack.enter_async_context(search_component(app))
+            from autoforge_data.api import metrics as metrics_api
+            await stack.enter_async_context(metrics_api.component(app))
             yield
 
     app = FastAPI(title="AutoForgeNexus data platform", version=__version__, lifespan=lifespan)
@@ -56,16 +58,6 @@ def create_app(settings: Settings, *, db: Database | None = None, cache: Any = N
         body = {"error": {"code": exc.code, "message": exc.message, "hint": exc.hint}}
         return JSONResponse(body, status_code=exc.http_status)
 
-    @app.get("/", tags=["meta"])
-    async def index() -> dict[str, object]:
-        """What this service is and where to look (the dashboard page replaces this later)."""
-        return {
-            "service": "autoforge-data",
-            "version": __version__,
-            "profile": settings.env,
-            "links": {"ready": "/health/ready", "live": "/health/live", "docs": "/docs"},
-        }
-
     # --- routers, one module per resource (one line each) ---
     app.include_router(health.router)
     from autoforge_data.api import limits, ops, prompts, search, users, vectors
@@ -75,4 +67,7 @@ def create_app(settings: Settings, *, db: Database | None = None, cache: Any = N
     app.include_router(search.router)
     app.include_router(vectors.router)
     app.include_router(ops.router)
+    from autoforge_data.api import dashboard, metrics
+    metrics.install(app)  # the request-latency middleware, outermost, and /metrics
+    app.include_router(dashboard.router)  # / (dashboard or JSON index), /api, /api/v1/stats
     return app
