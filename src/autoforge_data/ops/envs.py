@@ -2,7 +2,8 @@
 
 A profile (dev, staging, prod) is a set of settings (``AFDB_ENV``, ``.env.<profile>``) with its
 own database and backup location. This module only looks: it never creates a database file
-(a profile whose file does not exist yet is reported as such), never prints a credential
+(a profile whose file does not exist yet is reported as such; an embedded replica's local
+copy is a cache and is synced), never prints a credential
 (:meth:`DatabaseTarget.describe` has none), and turns each failure into a short text in that
 profile's row instead of failing the whole list.
 """
@@ -66,7 +67,7 @@ def _inspect(settings: Settings, info: EnvInfo) -> None:
     path = settings.target.path
     if path is not None:
         info.size_bytes = _file_size(path)
-        if info.size_bytes is None:
+        if info.size_bytes is None and settings.target.mode is Mode.EMBEDDED:
             info.migration = "no database yet"
             info.replication = _replication(settings, None, info)
             return
@@ -79,6 +80,8 @@ def _inspect(settings: Settings, info: EnvInfo) -> None:
         info.details["code_head"] = migrate.code_head()
         if settings.target.mode is Mode.REMOTE:
             info.size_bytes = _remote_size(settings)
+        elif path is not None:  # a replica's local copy exists now
+            info.size_bytes = _file_size(path)
         info.replication = _replication(settings, db, info)
     finally:
         db.close()
