@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 RETRY_AFTER = 5.0  # seconds before a failed open is tried again (on the next request)
 META_PREFIX = "meta."
 ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422, 503)
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 503)
 }
 router = APIRouter(prefix="/api/v1", tags=["search"], responses=ERRORS)
 
