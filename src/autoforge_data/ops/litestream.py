@@ -228,6 +228,11 @@ def write_config(plan: ReplicationPlan, settings: Settings) -> Path:
 def child_env(settings: Settings) -> dict[str, str]:
     """The child's environment: ours minus AFDB_* secrets, plus the S3 keys Litestream reads."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AFDB_", "LITESTREAM_"))}
+    # Litestream 0.5.17's S3 client fails to start when AWS_CA_BUNDLE is set ("unable to add
+    # custom RootCAs HTTPClient"); Go reads the same bundle from SSL_CERT_FILE instead.
+    bundle = env.pop("AWS_CA_BUNDLE", None)
+    if bundle and "SSL_CERT_FILE" not in env:
+        env["SSL_CERT_FILE"] = bundle
     if settings.s3_access_key_id:
         env["LITESTREAM_ACCESS_KEY_ID"] = settings.s3_access_key_id
     if settings.s3_secret_access_key is not None:
