@@ -688,3 +688,5 @@ from autoforge_data import cli_service  # noqa: E402, I001
 cli_service.register(app)
 from autoforge_data import cli_replicate  # noqa: E402
 cli_replicate.register(app)
+from autoforge_data import cli_backup  # noqa: E402
+cli_backup.register(app)
