@@ -16,7 +16,7 @@ import pytest
 from autoforge_data import cli
 from autoforge_data.db import migrate
 from autoforge_data.db.engine import Database
-from autoforge_data.errors import ConfigError, Conflict, InvalidInput, NotFound
+from autoforge_data.errors import Conflict, InvalidInput, NotFound
 from autoforge_data.ops.branch import (
     BranchOptions,
     create_branch,
@@ -335,11 +335,44 @@ def test_options_are_checked_before_any_io(prod: Settings, tmp_path: Path) -> No
 
 
 def test_at_without_backups_is_a_clear_error(prod: Settings, tmp_path: Path) -> None:
-    """--at on an embedded source needs a backup at or before that time."""
-    with pytest.raises((ConfigError, NotFound)) as info:
+    """--at on an embedded source needs a verified backup at or before that time."""
+    with pytest.raises(NotFound, match="no verified backup") as info:
         create_branch(prod, BranchOptions("past", at=datetime.now(UTC) - timedelta(days=1)))
-    assert info.value.hint
+    assert info.value.hint and "backup" in info.value.hint
     assert not (tmp_path / "data" / "branches" / "past.db").exists()
+
+
+def test_at_restores_the_newest_verified_backup_before_t(prod: Settings) -> None:
+    """--at T: the newest *verified* backup taken at or before T, never a later one."""
+    from autoforge_data.ops.backup import create_backup
+    from autoforge_data.ops.backup_verify import VerifyOptions, verify_backup
+
+    with Database(prod) as db:
+        first = create_backup(db)
+    assert verify_backup(prod, VerifyOptions(name=first.manifest.name)).ok
+    with Database(prod) as db:
+        svc.create_user(db, "second@example.com", "second")
+        create_backup(db)  # taken before T, never verified: not used
+    at = datetime.now(UTC)
+    with Database(prod) as db:
+        svc.create_user(db, "after-t@example.com", "late")
+        later = create_backup(db)
+    assert verify_backup(prod, VerifyOptions(name=later.manifest.name)).ok
+    record = create_branch(prod, BranchOptions("past", at=at))
+    path = Path(record.location)
+    assert rows(path, "SELECT count(*) FROM users") == [(2,)]
+    assert record.source.startswith(f"backup {first.manifest.name} ")
+    assert record.at == at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert rows(path, "PRAGMA integrity_check") == [("ok",)]
+    with pytest.raises(NotFound, match="no verified backup"):
+        create_branch(
+            prod,
+            BranchOptions(
+                "older",
+                at=datetime.fromisoformat(first.manifest.created_at.replace("Z", "+00:00"))
+                - timedelta(seconds=1),
+            ),
+        )
 
 
 def test_a_source_without_schema_is_refused(tmp_path: Path) -> None:

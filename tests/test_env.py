@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +130,18 @@ def test_embedded_replica_reports_lag(fresh_sqld: Sqld, tmp_path: Path) -> None:
     assert info.replication and info.replication.startswith(f"embedded replica of {fresh_sqld.url}")
     assert "lag" in info.replication
     assert info.migration == migrate.code_head()
+
+
+def test_last_backup_is_shown(project: Path) -> None:
+    """After `backup create`, prod's row names the backup and its age; dev has none."""
+    from autoforge_data.ops.backup import create_backup
+
+    prod = Settings.load("prod", base_dir=project)
+    with Database(prod) as db:
+        info = create_backup(db)
+    rows = {r.profile: r for r in list_envs(project)}
+    shown = rows["prod"].last_backup or ""
+    assert info.manifest.name in shown
+    assert shown.endswith("not verified)")
+    assert shown.startswith(datetime.now(UTC).strftime("%Y-%m-%d"))
+    assert rows["dev"].last_backup == "none"

@@ -23,12 +23,12 @@ source. Names are checked by :func:`autoforge_data.ops.names.check_name` before 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import secrets
 import shutil
 import subprocess
+import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -213,8 +213,10 @@ def _snapshot_branch(db: Database, dest: Path, opts: BranchOptions) -> BranchRec
     partial = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.partial")
     key = db.settings.encryption_key
     try:
+        origin = db.target.describe()
         if opts.at is not None:
-            seconds = _restore_backup_at(db.settings, opts.at, partial)
+            seconds, backup = _restore_backup_at(db.settings, opts.at, partial)
+            origin = f"{backup} of {origin}"
         else:
             seconds = snapshot_to(db, partial).seconds
         _clean(partial, db.settings, opts)
@@ -233,7 +235,7 @@ def _snapshot_branch(db: Database, dest: Path, opts: BranchOptions) -> BranchRec
         name=opts.name,
         kind="embedded",
         source_env=opts.source_env or db.settings.env,
-        source=db.target.describe(),
+        source=origin,
         created_at="",
         location=str(dest),
         use=f"AFDB_DATABASE_URL={_shown_path(dest)}",
@@ -295,20 +297,34 @@ def _describe(path: Path, key: str | None) -> tuple[str | None, list[str], dict[
         return describe(conn)
 
 
-def _restore_backup_at(settings: Settings, at: datetime, dest: Path) -> float:
-    """Write the newest verified backup taken at or before ``at`` to ``dest``; returns seconds."""
-    try:
-        backup: Any = importlib.import_module("autoforge_data.ops.backup")
-    except ImportError:
-        backup = None
-    restore_at = getattr(backup, "restore_backup_at", None)
-    if restore_at is None:
-        raise ConfigError(
-            "--at on an embedded database needs the backups module",
-            hint="branch without --at, or use sqld/Turso point-in-time instead",
+def _restore_backup_at(settings: Settings, at: datetime, dest: Path) -> tuple[float, str]:
+    """Decode the newest verified backup taken at or before ``at`` into ``dest``.
+
+    Returns the seconds taken and which backup it was.
+
+    The backup passes every check of ``afdb backup verify`` (HMAC, sha256, libSQL integrity,
+    row counts) on its way (:func:`~autoforge_data.ops.backup_verify.fetch_validated`).
+    """
+    from autoforge_data.ops.backup import list_backups, work_dir
+    from autoforge_data.ops.backup_verify import fetch_validated
+    from autoforge_data.ops.targets import open_target
+
+    start = time.perf_counter()
+    entries = [e for e in list_backups(settings) if e.manifest is not None]
+    older = [e for e in entries if e.created_at and parse_timestamp(e.created_at) <= at]
+    verified = [e for e in older if e.verified]
+    if not verified:
+        raise NotFound(
+            f"no verified backup of {settings.env} at or before {_stamp(at)} "
+            f"({len(older)} unverified, {len(entries)} in all)",
+            hint="afdb backup verify NAME (or afdb backup create), or branch without --at",
         )
-    result = restore_at(settings, at, dest)
-    return float(getattr(result, "seconds", 0.0))
+    with work_dir(settings) as tmp:
+        fetched = fetch_validated(settings, open_target(settings), verified[-1].name, tmp)
+        shutil.move(fetched.path, dest)
+    os.chmod(dest, 0o600)
+    chosen = verified[-1]
+    return time.perf_counter() - start, f"backup {chosen.name} ({chosen.created_at})"
 
 
 def _shown_path(path: Path) -> str:
@@ -326,7 +342,13 @@ def _stamp(when: datetime | None) -> str | None:
 
 
 def _create_sqld(settings: Settings, opts: BranchOptions) -> BranchRecord:
-    from autoforge_data.ops.sqld_admin import SqldAdmin, check_namespace, namespace_of_url
+    from autoforge_data.ops.sqld_admin import (
+        SqldAdmin,
+        check_namespace,
+        describe_namespace,
+        namespace_of_url,
+        namespace_url,
+    )
 
     assert settings.target.url is not None
     assert settings.sqld_admin_url is not None
@@ -343,7 +365,7 @@ def _create_sqld(settings: Settings, opts: BranchOptions) -> BranchRecord:
             admin.delete(name)
         admin.fork(src, name)
         size = admin.stats(name).storage_bytes
-    migration, models, counts = _describe_remote(settings, name)
+    migration, models, counts = describe_namespace(settings, name)
     return BranchRecord(
         name=name,
         kind="sqld",
@@ -351,43 +373,12 @@ def _create_sqld(settings: Settings, opts: BranchOptions) -> BranchRecord:
         source=f"sqld namespace {src} at {settings.target.url}",
         created_at="",
         location=f"namespace {name} at {settings.target.url}",
-        use=f"AFDB_DATABASE_URL={_namespace_url(settings.target.url, name)}",
+        use=f"AFDB_DATABASE_URL={namespace_url(settings.target.url, name)}",
         migration=migration,
         models=models,
         size_bytes=size,
         row_counts=counts,
     )
-
-
-def _namespace_url(url: str, namespace: str) -> str:
-    """The URL whose host sends ``Host: {namespace}.<host>`` (resolvable names only)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    rest = host.split(".", 1)[1] if "." in host and not host.replace(".", "").isdigit() else host
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit((parts.scheme, f"{namespace}.{rest}{port}", parts.path, "", ""))
-
-
-def _describe_remote(settings: Settings, namespace: str) -> tuple[Any, list[str], dict[str, int]]:
-    """Migration head, models and row counts of a freshly forked namespace."""
-    from autoforge_data.db import hrana
-    from autoforge_data.ops.snapshot import describe
-
-    assert settings.target.url is not None
-    token = settings.auth_token.get_secret_value() if settings.auth_token else None
-    conn = hrana.connect(
-        settings.target.url,
-        auth_token=token,
-        namespace=namespace,
-        timeout=settings.db_timeout,
-        connect_timeout=settings.connect_timeout,
-    )
-    try:
-        return describe(conn)
-    finally:
-        conn.close()
 
 
 def _refuse_unrecorded(opts: BranchOptions, name: str) -> None:

@@ -10,8 +10,8 @@ profile's row instead of failing the whole list.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -70,6 +70,7 @@ def _inspect(settings: Settings, info: EnvInfo) -> None:
         if info.size_bytes is None and settings.target.mode is Mode.EMBEDDED:
             info.migration = "no database yet"
             info.replication = _replication(settings, None, info)
+            info.last_backup = _last_backup(settings, info)  # restorable even without a file
             return
     from autoforge_data.db import migrate
     from autoforge_data.db.engine import Database
@@ -122,43 +123,45 @@ def _remote_size(settings: Settings) -> int | None:
         return admin.stats(namespace_of_url(settings.target.url)).storage_bytes
 
 
-def _optional(module: str, name: str) -> Any:
-    """A function of a sibling module that may not be installed in this build."""
-    try:
-        return getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
+def _last_backup(settings: Settings, info: EnvInfo) -> str:
+    """The profile's newest backup at its own location: time, name, age, verified or not.
 
+    Read from the backups themselves (``list_backups``), not from the shared status file:
+    profiles that share a data folder share that file.
+    """
+    from autoforge_data.ops.backup import list_backups
 
-def _last_backup(settings: Settings, info: EnvInfo) -> str | None:
-    """The newest backup's time (and whether it was verified), from ops.backup."""
-    status_fn = _optional("autoforge_data.ops.backup", "backup_status")
-    if status_fn is None:
-        return None
     try:
-        status = status_fn(settings)
+        entries = [e for e in list_backups(settings) if e.manifest is not None]
     except AfdbError as exc:
         info.details["backup_error"] = exc.one_line()
-        return None
-    data = status if isinstance(status, dict) else getattr(status, "__dict__", {})
-    info.details["backup"] = {k: v for k, v in data.items() if _plain(v)}
-    last = data.get("last_backup") or data.get("last_created_at") or data.get("created_at")
-    return str(last) if last else "none"
+        return "unknown"
+    info.details["backups"] = len(entries)
+    if not entries:
+        return "none"
+    last = entries[-1]
+    created = datetime.fromisoformat(last.created_at.replace("Z", "+00:00"))
+    age = _age((datetime.now(UTC) - created).total_seconds())
+    verified = "verified" if last.verified else "not verified"
+    return f"{created.strftime('%Y-%m-%dT%H:%M:%SZ')} ({last.name}, {age} ago, {verified})"
 
 
-def _plain(value: Any) -> bool:
-    return value is None or isinstance(value, str | int | float | bool)
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{max(seconds, 0):.0f}s"
 
 
 def _replication(settings: Settings, db: Any, info: EnvInfo) -> str:
     """One short text: replica lag, Litestream state, or none configured."""
-    status_fn = _optional("autoforge_data.ops.replication", "replication_status")
+    from autoforge_data.ops.replication import replication_status
+
     status: dict[str, Any] = {}
-    if status_fn is not None:
-        try:
-            status = status_fn(settings, db)
-        except AfdbError as exc:
-            info.details["replication_error"] = exc.one_line()
+    try:
+        status = replication_status(settings, db)
+    except AfdbError as exc:
+        info.details["replication_error"] = exc.one_line()
     info.details["replication"] = status
     mode = settings.target.mode
     if mode is Mode.REPLICA:

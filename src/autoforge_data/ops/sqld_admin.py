@@ -29,6 +29,7 @@ from autoforge_data.errors import (
     NotFound,
     Unavailable,
 )
+from autoforge_data.settings import Settings
 
 _NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
@@ -48,6 +49,35 @@ def namespace_of_url(url: str) -> str:
     """The namespace sqld serves for a URL: the first label of its host (what sqld itself uses)."""
     host = urlsplit(url).hostname or ""
     return host.split(".", 1)[0]
+
+
+def namespace_url(url: str, namespace: str) -> str:
+    """The URL whose host sends ``Host: {namespace}.<host>`` (needs a resolvable name)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    rest = host.split(".", 1)[1] if "." in host and not host.replace(".", "").isdigit() else host
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, f"{namespace}.{rest}{port}", parts.path, "", ""))
+
+
+def describe_namespace(settings: Settings, namespace: str) -> tuple[Any, list[str], dict[str, int]]:
+    """Migration head, embedding models and rows per table of one namespace of the server."""
+    from autoforge_data.db import hrana
+    from autoforge_data.ops.snapshot import describe
+
+    assert settings.target.url is not None
+    token = settings.auth_token.get_secret_value() if settings.auth_token else None
+    conn = hrana.connect(
+        settings.target.url,
+        auth_token=token,
+        namespace=check_namespace(namespace),
+        timeout=settings.db_timeout,
+        connect_timeout=settings.connect_timeout,
+    )
+    try:
+        return describe(conn)
+    finally:
+        conn.close()
 
 
 def check_admin_url(raw: str) -> str:
