@@ -369,12 +369,15 @@ def plan_config(tmp: Path) -> Path:
 
 
 def test_cli_restore_prints_counts_and_refuses_existing(
-    replicating: tuple[Settings, Running], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    replicating: tuple[Settings, Running],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`afdb restore --from-replica --to` prints row counts; a second run refuses the file."""
     settings, _running = replicating
     wait_replicated(settings)
-    os.environ["AFDB_DATA_DIR"] = str(settings.data_dir)
+    monkeypatch.setenv("AFDB_DATA_DIR", str(settings.data_dir))
     target = tmp_path / "cli.db"
     assert run(["restore", "--from-replica", "--to", str(target)]) == 0
     out = capsys.readouterr().out
@@ -389,10 +392,10 @@ def test_cli_restore_prints_counts_and_refuses_existing(
 
 
 def test_cli_replicate_refuses_remote_mode(
-    sqld: Sqld, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    sqld: Sqld, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A remote database: one line with a hint, exit 2, no traceback."""
-    os.environ["AFDB_DATABASE_URL"] = sqld.url
+    monkeypatch.setenv("AFDB_DATABASE_URL", sqld.url)
     with pytest.raises(SystemExit) as exc:
         run(["replicate", "--to", f"file://{tmp_path / 'r'}"])
     assert exc.value.code == 2
