@@ -1,7 +1,8 @@
 """Prompts over HTTP: create, get, edit (a new version), status, list, history, evaluations.
 
-Writes of prompt text are indexed for search right after their commit (in the same worker
-thread), so a search made after the response finds them.
+Writes of prompt text are indexed for search right after their commit and before the response
+(in a thread of the search component's own limiter, so embedding never holds a database thread):
+a search made after the response finds them.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from autoforge_data.api.schemas import (
     VersionOut,
 )
 from autoforge_data.api.search import ERRORS, holder_of
-from autoforge_data.domain import Prompt
 from autoforge_data.services import prompts as svc
 
 router = APIRouter(prefix="/api/v1/prompts", tags=["prompts"], responses=ERRORS)
@@ -40,21 +40,19 @@ Cursor = Annotated[str | None, Query(max_length=64)]
 async def create_prompt(request: Request, body: PromptIn, _key: WriteKey) -> PromptOut:
     """Create a prompt with its version 1 and index it for search."""
     app = request.app
-
-    def run() -> Prompt:
-        prompt = svc.create_prompt(
-            app.state.db,
-            body.owner_id,
-            body.title,
-            body.content,
-            status=body.status,
-            metadata=body.metadata,
-            cache=app.state.cache,
-        )
-        holder_of(app).index([prompt.id])
-        return prompt
-
-    return PromptOut.of(await run_blocking(app, run))
+    run = functools.partial(
+        svc.create_prompt,
+        app.state.db,
+        body.owner_id,
+        body.title,
+        body.content,
+        status=body.status,
+        metadata=body.metadata,
+        cache=app.state.cache,
+    )
+    prompt = await run_blocking(app, run)
+    await holder_of(app).index_async([prompt.id])
+    return PromptOut.of(prompt)
 
 
 @router.get("/{prompt_id}", response_model=PromptOut)
@@ -71,20 +69,18 @@ async def edit_prompt(
 ) -> PromptOut:
     """Save a new version (409 if ``expected_version`` is no longer current) and index it."""
     app = request.app
-
-    def run() -> Prompt:
-        prompt = svc.edit_prompt(
-            app.state.db,
-            prompt_id,
-            content=body.content,
-            title=body.title,
-            expected_version=body.expected_version,
-            cache=app.state.cache,
-        )
-        holder_of(app).index([prompt.id])
-        return prompt
-
-    return PromptOut.of(await run_blocking(app, run))
+    run = functools.partial(
+        svc.edit_prompt,
+        app.state.db,
+        prompt_id,
+        content=body.content,
+        title=body.title,
+        expected_version=body.expected_version,
+        cache=app.state.cache,
+    )
+    prompt = await run_blocking(app, run)
+    await holder_of(app).index_async([prompt.id])
+    return PromptOut.of(prompt)
 
 
 @router.put("/{prompt_id}/status", response_model=PromptOut)

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
+import anyio
 from fastapi import APIRouter, FastAPI, Query, Request
 
 from autoforge_data.api.auth import ReadKey
@@ -52,6 +53,9 @@ class SearchHolder:
         self._thread: threading.Thread | None = None
         self._failed_at = 0.0
         self._stopping = threading.Event()
+        # embedding after a write runs here, not on the database limiter: a burst of writes
+        # cannot take every database thread while the model works (2 = cores we expect)
+        self.embed_limiter = anyio.CapacityLimiter(2)
 
     def start(self) -> None:
         """Open the context in a background thread (if not open or opening already)."""
@@ -148,6 +152,10 @@ class SearchHolder:
             svc.index_prompts(ctx, prompt_ids)
         except AfdbError as exc:  # the write committed; the reindex path picks the prompt up
             log.warning("indexing after a write failed: %s", exc.one_line())
+
+    async def index_async(self, prompt_ids: Sequence[str]) -> None:
+        """:meth:`index` in a worker thread bounded by the embedding limiter."""
+        await anyio.to_thread.run_sync(self.index, prompt_ids, limiter=self.embed_limiter)
 
     def close(self) -> None:
         """Stop the catch-up, close every context."""
