@@ -16,7 +16,7 @@ import pytest
 from autoforge_data import cli
 from autoforge_data.db import migrate
 from autoforge_data.db.engine import Database
-from autoforge_data.errors import Conflict, InvalidInput, NotFound
+from autoforge_data.errors import Busy, Conflict, InvalidInput, NotFound
 from autoforge_data.ops.branch import (
     BranchOptions,
     create_branch,
@@ -257,6 +257,20 @@ def test_existing_branch_is_refused_unless_replace(prod: Settings) -> None:
     second = create_branch(prod, BranchOptions("same", replace=True))
     assert second.location == first.location
     assert rows(Path(second.location), "SELECT count(*) FROM users") == [(3,)]
+
+
+def test_a_branch_in_use_is_neither_replaced_nor_deleted(prod: Settings, tmp_path: Path) -> None:
+    """A branch file open in a process (an app using it) is refused by --replace and delete."""
+    record = create_branch(prod, BranchOptions("busy"))
+    dev = Settings.load("dev", base_dir=tmp_path, database_url=record.location)
+    with Database(dev) as db:
+        svc.create_user(db, "in-use@example.com", "u")
+        with pytest.raises(Busy):
+            create_branch(prod, BranchOptions("busy", replace=True))
+        with pytest.raises(Busy):
+            delete_branch(prod, "busy")
+    assert rows(Path(record.location), "SELECT count(*) FROM users") == [(3,)]
+    delete_branch(prod, "busy")
 
 
 def test_a_branch_never_replaces_its_source(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from autoforge_data import cli
-from autoforge_data.db import hrana
+from autoforge_data.db import hrana, migrate
+from autoforge_data.db.engine import Database
 from autoforge_data.errors import (
     AfdbError,
     AuthError,
@@ -29,8 +30,10 @@ from autoforge_data.ops.branch import (
     delete_branch,
     list_branches,
 )
+from autoforge_data.ops.snapshot import _open_libsql
 from autoforge_data.ops.sqld_admin import SqldAdmin, check_admin_url, namespace_of_url
 from autoforge_data.ops.turso import TursoPlatform, database_of_url
+from autoforge_data.services import prompts as svc
 from autoforge_data.settings import Settings
 from fake_turso import FakeTurso
 from servers import Sqld, free_port, start_sqld
@@ -271,6 +274,15 @@ def test_turso_errors_map_to_clear_messages_without_the_token(
     api.close()
 
 
+def test_remote_forks_refuse_anonymize_and_schema_only(turso: FakeTurso, tmp_path: Path) -> None:
+    """A server-side fork is a full copy: asking to anonymize it fails before any call."""
+    settings = turso_settings(tmp_path, turso)
+    for opts in (BranchOptions("a", anonymize=True), BranchOptions("s", schema_only=True)):
+        with pytest.raises(InvalidInput, match="not on a turso fork"):
+            create_branch(settings, opts)
+    assert turso.requests == []
+
+
 def test_turso_needs_org_and_token(turso: FakeTurso, tmp_path: Path) -> None:
     """Without AFDB_TURSO_ORG or the API token there is nothing to call: ConfigError."""
     for missing in ({"turso_org": None}, {"turso_api_token": None}):
@@ -331,3 +343,27 @@ def test_turso_cli(
     assert DB_TOKEN not in out.out + out.err
     assert "could not find database with name missing" in out.err
     assert "cli-copy" not in turso.databases
+
+
+def test_branch_of_an_embedded_replica_is_a_local_anonymizable_copy(
+    fresh_sqld: Sqld, tmp_path: Path
+) -> None:
+    """A replica profile without an admin API branches its synced local file (anonymize works)."""
+    remote = Settings.load("prod", base_dir=tmp_path, database_url=fresh_sqld.url)
+    with Database(remote) as db:
+        migrate.upgrade(db)
+        svc.create_user(db, "replicated@example.com", "rep")
+    replica = Settings.load(
+        "prod",
+        base_dir=tmp_path,
+        data_dir=tmp_path / "data",
+        database_url=str(tmp_path / "replica" / "local.db"),
+        sync_url=fresh_sqld.url,
+    )
+    record = create_branch(replica, BranchOptions("from-replica", anonymize=True))
+    assert record.kind == "embedded"
+    assert record.row_counts["users"] == 1
+    with _open_libsql(Path(record.location)) as conn:
+        emails = [r[0] for r in conn.execute("SELECT email FROM users").fetchall()]
+    assert len(emails) == 1
+    assert emails[0].endswith("@example.invalid")

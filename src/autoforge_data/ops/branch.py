@@ -38,6 +38,7 @@ from autoforge_data.db import migrate
 from autoforge_data.db.engine import Database
 from autoforge_data.errors import AfdbError, ConfigError, Conflict, InvalidInput, NotFound
 from autoforge_data.fsutil import atomic_write, ensure_private_dir, fsync_dir
+from autoforge_data.ops.backup_restore import ensure_closed
 from autoforge_data.ops.names import check_name, child_path
 from autoforge_data.settings import Mode, Settings
 
@@ -135,6 +136,12 @@ def create_branch(source: Settings | Database, options: BranchOptions) -> Branch
     if record_path.exists() and not opts.replace:
         raise Conflict(f"branch {opts.name!r} exists", hint="pick another name, or --replace it")
     backend = choose_backend(settings, opts.backend)
+    if backend != "embedded" and (opts.schema_only or opts.anonymize):
+        raise InvalidInput(
+            f"--schema-only and --anonymize work on a local copy, not on a {backend} fork",
+            hint="branch an embedded replica's file instead: --backend embedded on a profile "
+            "with AFDB_SYNC_URL",
+        )
     started = datetime.now(UTC)
     if backend == "embedded":
         record = _create_embedded(source, opts)
@@ -188,6 +195,8 @@ def _create_embedded(source: Settings | Database, opts: BranchOptions) -> Branch
     dest = child_path(opts.branches_dir, opts.name, ".db")
     if dest.exists() and not opts.replace:
         raise Conflict(f"{dest} exists", hint="pick another name, or --replace it")
+    if dest.exists():
+        ensure_closed(dest)  # replacing a file an app has open would strand its WAL
     own = not isinstance(source, Database)
     db = Database(source) if isinstance(source, Settings) else source
     try:
@@ -527,6 +536,8 @@ def delete_branch(settings: Settings, name: str, *, folder: Path | None = None) 
         raise NotFound(f"no branch named {name!r} in {folder}", hint="see: afdb branch list")
     _refuse_current(settings, record)
     if record.kind == "embedded":
+        if db_path.exists():
+            ensure_closed(db_path)
         for path in (db_path, *_sidecars(db_path)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
