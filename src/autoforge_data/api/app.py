@@ -44,6 +44,7 @@ def create_app(settings: Settings, *, db: Database | None = None, cache: Any = N
             # health checks get their own threads, so a saturated pool cannot make them time out
             app.state.health_limiter = anyio.CapacityLimiter(8)
             # --- components started with the app (one line each) ---
+            app.state.events = await stack.enter_async_context(events_api.component(app))
             from autoforge_data.api.search import component as search_component
             await stack.enter_async_context(search_component(app))
             from autoforge_data.api import metrics as metrics_api
@@ -60,6 +61,8 @@ def create_app(settings: Settings, *, db: Database | None = None, cache: Any = N
 
     # --- routers, one module per resource (one line each) ---
     app.include_router(health.router)
+    from autoforge_data.api import events as events_api  # also used by the lifespan above
+    app.include_router(events_api.router)
     from autoforge_data.api import limits, ops, prompts, search, users, vectors
     limits.install(app)
     app.include_router(users.router)
