@@ -145,6 +145,13 @@ class Observability:
         )  # fmt: skip
         self._info = info
         self.started = time.time()
+        # labelled children looked up once: a statement costs one dict lookup and an observe
+        self._statement_children: dict[str, Any] = {
+            kind: self.statement_latency.labels(kind) for kind in STATEMENT_KINDS
+        }
+        for uow_kind in ("begin", "commit", "ddl", "query", "stable"):
+            self._statement_children[uow_kind] = self._statement_children["other"]
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         Gauge("afdb_start_time_seconds", "When this app started (Unix time).", registry=r).set(
             self.started
         )
@@ -155,14 +162,26 @@ class Observability:
 
     def observe_statement(self, kind: str, seconds: float) -> None:
         """One database statement of ``kind`` (a unit-of-work kind or SQL text) took ``seconds``."""
-        self.statement_latency.labels(statement_kind(kind)).observe(seconds)
+        child = self._statement_children.get(kind)
+        if child is None:
+            child = self._statement_children[statement_kind(kind)]
+        child.observe(seconds)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """One HTTP request finished."""
-        method = method if method in HTTP_METHODS else "other"
-        route = self.route_label(route)
-        self.http_latency.labels(method, route).observe(seconds)
-        self.http_requests.labels(method, route, status_class(status)).inc()
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:
+            method = method if method in HTTP_METHODS else "other"
+            route = self.route_label(route)
+            children = (
+                self.http_latency.labels(method, route),
+                self.http_requests.labels(method, route, status_class(status)),
+            )
+            if len(self._request_children) < 4 * MAX_ROUTES:  # raw methods are client input
+                self._request_children[key] = children
+        children[0].observe(seconds)
+        children[1].inc()
 
 
 # --- database -------------------------------------------------------------------------------------
