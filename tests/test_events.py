@@ -431,3 +431,29 @@ def test_make_bus_by_settings_and_no_secret_in_state(tmp_path: Path, redis_serve
         assert secret not in text and redis_server.url.split("/0")[0].split("//")[1] in text
     finally:
         bus.close()
+
+
+def test_scheduled_backup_publishes_backup_finished(tmp_path: Path, edb: Database) -> None:
+    """A real scheduled backup run reports backup.finished (name, size) through the publisher
+    the scheduler is given; a failing run reports ok: false with the error code only."""
+    from autoforge_data.events import backup_result_publisher
+    from autoforge_data.ops.backup import BackupOptions
+    from autoforge_data.ops.schedule import BackupScheduler, ScheduleOptions
+
+    bus = InProcessBus()
+    inbox = Inbox()
+    bus.subscribe(inbox)
+    on_result = backup_result_publisher(bus)
+    options = ScheduleOptions(every=3600, backup=BackupOptions(url=(tmp_path / "bk").as_uri()))
+    scheduler = BackupScheduler(edb.settings, options, on_result=on_result)
+    try:
+        info = scheduler.run_once()
+    finally:
+        scheduler.stop()
+    assert info is not None
+    (done,) = inbox.events
+    assert done.kind == "backup.finished" and done.ids == {"backup": info.manifest.name}
+    assert done.data["ok"] is True and done.data["size_bytes"] == info.manifest.size_bytes
+    on_result(None, NotFound("backup location /secret/place not found"))
+    failed = inbox.events[1]
+    assert failed.data == {"ok": False, "error": "not_found"} and failed.ids == {}

@@ -195,6 +195,28 @@ def backup_event(backup_id: str, *, ok: bool, **data: Any) -> Event:
     return Event("backup.finished", ids={"backup": backup_id}, data={"ok": ok, **data})
 
 
+def backup_result_publisher(sink: EventSink | None) -> Callable[[Any, Any], None]:
+    """An ``on_result(info, error)`` for :class:`~autoforge_data.ops.schedule.BackupScheduler`:
+    publishes backup.finished with the backup's name and sizes, or ``ok: false`` and the error
+    code (never its message: it may name a path)."""
+
+    def on_result(info: Any, error: Any) -> None:
+        try:
+            if info is not None:
+                m = info.manifest
+                facts = {"seconds": round(float(info.seconds), 3), "size_bytes": m.size_bytes}
+                event = backup_event(str(m.name), ok=True, **facts)
+            else:
+                code = getattr(error, "code", "error")
+                event = Event("backup.finished", data={"ok": False, "error": str(code)})
+        except InvalidInput as exc:  # an unusual backup name must not stop the scheduler
+            log.warning("backup.finished not published: %s", exc.message)
+            return
+        publish(sink, event)
+
+    return on_result
+
+
 # --- producing ----------------------------------------------------------------------------
 
 
