@@ -214,6 +214,30 @@ def test_anonymize_pseudonymizes_users_and_keeps_content(prod: Settings) -> None
     ) == [(4,)]
 
 
+@pytest.mark.parametrize("libsql", [False, True], ids=["sqlite3", "libsql-vector-index"])
+def test_anonymize_leaves_no_personal_data_in_the_file(tmp_path: Path, libsql: bool) -> None:
+    """The replaced emails, usernames, Clerk ids and metadata are nowhere in the file's bytes."""
+    prod = make_prod(tmp_path, libsql=libsql, prompts=2)
+    with Database(prod) as db:
+        for i in range(30):  # enough rows that the users table and its indexes span pages
+            svc.create_user(
+                db,
+                f"carol{i}.private@corp.example",
+                f"carolpriv{i}",
+                clerk_id=f"clerk_carolpriv{i}",
+                metadata={"phone": f"555-0199-{i}"},
+            )
+    source = prod.target.path
+    assert source is not None
+    personal = (b"carol", b"clerk_carol", b"555-0199", b"bob@example.com")
+    assert all(p in file_bytes(source) for p in personal)  # sensitivity: the plants are there
+    record = create_branch(prod, BranchOptions("anon-bytes", anonymize=True))
+    data = file_bytes(Path(record.location))
+    assert [p for p in personal if p in data] == []
+    assert PLANT.encode() in data  # prompt text stays without --drop-content
+    assert rows(Path(record.location), "PRAGMA integrity_check") == [("ok",)]
+
+
 def test_anonymized_branches_are_unlinkable(prod: Settings) -> None:
     """Two anonymized branches of the same source give the same user different pseudonyms."""
     a = create_branch(prod, BranchOptions("anon-a", anonymize=True))
