@@ -16,7 +16,7 @@ import pytest
 from autoforge_data import cli
 from autoforge_data.db import migrate
 from autoforge_data.db.engine import Database
-from autoforge_data.errors import Busy, Conflict, InvalidInput, NotFound
+from autoforge_data.errors import Busy, Conflict, InvalidInput, NotFound, SchemaError
 from autoforge_data.ops.branch import (
     BranchOptions,
     create_branch,
@@ -493,3 +493,28 @@ def test_library_call_with_an_open_database(prod: Settings) -> None:
         assert record.size_bytes and record.size_bytes > 0
     again = replace(BranchOptions("lib"), replace=True)
     assert create_branch(prod, again).name == "lib"
+
+
+def test_an_encrypted_source_gives_an_encrypted_branch(tmp_path: Path) -> None:
+    """With AFDB_ENCRYPTION_KEY the branch is encrypted with the same key, and cleaned too."""
+    key = "branch-test-key-0123456789abcdef"
+    prod = Settings.load("prod", base_dir=tmp_path, data_dir=tmp_path / "data", encryption_key=key)
+    with Database(prod) as db:
+        migrate.upgrade(db)
+        svc.create_user(db, f"{PLANT}@example.com", "enc")
+    record = create_branch(prod, BranchOptions("enc", anonymize=True, drop_content=True))
+    path = Path(record.location)
+    assert not path.read_bytes().startswith(b"SQLite format 3")
+    with _open_libsql(path, key) as conn:
+        emails = [r[0] for r in conn.execute("SELECT email FROM users").fetchall()]
+    assert len(emails) == 1 and PLANT not in emails[0]
+    assert record.row_counts["users"] == 1
+
+
+def test_anonymize_refuses_a_schema_newer_than_the_code(prod: Settings) -> None:
+    """Unknown tables might hold personal data: anonymizing a newer schema is refused."""
+    with Database(prod) as db, db.writes.connection() as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(SchemaError, match="newer"):
+        create_branch(prod, BranchOptions("newer", anonymize=True))
+    assert create_branch(prod, BranchOptions("newer")).migration == "9999"  # a plain copy is fine

@@ -100,9 +100,10 @@ def env_show(
         ("last backup", info.last_backup),
         ("replication", info.replication),
         ("error", info.error),
-        *((k, v) for k, v in info.details.items() if isinstance(v, str)),
+        *((k, v) for k, v in info.details.items() if isinstance(v, str | int)),
     ):
-        table.add_row(key, "-" if value is None else str(value))
+        if value is not None or key != "error":
+            table.add_row(key.replace("_", " "), "-" if value is None else str(value))
     cli.console.print(table)
 
 

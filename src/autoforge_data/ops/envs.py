@@ -77,8 +77,12 @@ def _inspect(settings: Settings, info: EnvInfo) -> None:
 
     db = Database(settings)
     try:
-        info.migration = _safe(lambda: migrate.current_revision(db) or "no schema", info)
-        info.details["code_head"] = migrate.code_head()
+        head = migrate.code_head()
+        info.details["code_head"] = head
+        rev = _safe(lambda: migrate.current_revision(db), info)
+        info.migration = rev or ("no schema" if info.error is None else None)
+        if rev and rev != head:
+            info.migration = f"{rev} (code at {head}: afdb migrate)"
         if settings.target.mode is Mode.REMOTE:
             info.size_bytes = _remote_size(settings)
         elif path is not None:  # a replica's local copy exists now
