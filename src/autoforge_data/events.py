@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import itertools
 import json
 import logging
 import random
@@ -64,6 +65,7 @@ ID_KEYS = ("user", "prompt", "evaluation", "backup")
 MAX_DATA_BYTES = 4096
 OUTBOX_SIZE = 10_000  # events waiting for Redis; the oldest go first when it is full
 OUTBOX_MAX_AGE = 60.0  # seconds: an event older than this is dropped rather than sent late
+SEND_BATCH = 256  # events per pipelined round trip to Redis
 _TOKEN = re.compile(r"^[A-Za-z0-9._:@/-]{1,64}$")  # backup ids and actors (never a secret)
 _AT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
 
@@ -435,7 +437,7 @@ class RedisBus:
             health_check_interval=10,
         )
         self._fanout = _Fanout()
-        self._outbox: collections.deque[tuple[float, str]] = collections.deque()
+        self._outbox: collections.deque[tuple[float, Event]] = collections.deque()
         self._outbox_size = outbox_size
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -467,13 +469,13 @@ class RedisBus:
             return
         self.published += 1
         self._fanout.deliver(event)
-        payload = json.dumps({**event.to_dict(), "origin": self.origin}, separators=(",", ":"))
         with self._cond:
             if len(self._outbox) >= self._outbox_size:
                 self._outbox.popleft()
                 self.dropped += 1
-            self._outbox.append((time.monotonic(), payload))
-            self._cond.notify()
+            elif not self._outbox:
+                self._cond.notify()  # the sender waits only when the outbox is empty
+            self._outbox.append((time.monotonic(), event))  # encoded by the sender thread
 
     def subscribe(self, callback: Callback) -> Callable[[], None]:
         """Add a subscriber (gets local and remote events); returns its unsubscribe function."""
@@ -496,32 +498,49 @@ class RedisBus:
                     self._cond.wait(0.5)
                 if self._stop.is_set():
                     return
-                queued_at, payload = self._outbox[0]
-            if time.monotonic() - queued_at > self.outbox_max_age:
-                self._pop(payload, dropped=True)
+                self._expire(time.monotonic())
+                batch = [event for _, event in itertools.islice(self._outbox, SEND_BATCH)]
+            if not batch:
                 continue
-            if self._send(payload):
-                self._pop(payload, dropped=False)
+            if self._send(batch):
+                self._done(batch)
                 backoff = 0.05
             elif self._stop.wait(backoff * (0.5 + random.random())):  # noqa: S311 (jitter only)
                 return
             else:
                 backoff = min(backoff * 2, self.max_backoff)
 
-    def _pop(self, payload: str, *, dropped: bool) -> None:
+    def _expire(self, now: float) -> None:
+        """Drop queued events older than ``outbox_max_age`` (caller holds the lock)."""
+        while self._outbox and now - self._outbox[0][0] > self.outbox_max_age:
+            self._outbox.popleft()
+            self.dropped += 1
+
+    def _done(self, batch: list[Event]) -> None:
+        """Take a sent batch off the outbox (overflow may have taken some of it already)."""
         with self._cond:
-            if self._outbox and self._outbox[0][1] is payload:
-                self._outbox.popleft()
-                if dropped:
-                    self.dropped += 1
-                else:
+            for event in batch:
+                if self._outbox and self._outbox[0][1] is event:
+                    self._outbox.popleft()
                     self.sent += 1
 
-    def _send(self, payload: str) -> bool:
+    def _send(self, batch: list[Event]) -> bool:
+        """PUBLISH the batch in one pipeline (one round trip); False if Redis failed."""
+        from redis.cluster import RedisCluster
+
         from autoforge_data.cache.redis_cache import is_transport
 
+        origin = {"origin": self.origin}
+        payloads = [json.dumps(e.to_dict() | origin, separators=(",", ":")) for e in batch]
         try:
-            self._client.publish(self.channel, payload)
+            if isinstance(self._client, RedisCluster):  # keyless commands: one at a time
+                for payload in payloads:
+                    self._client.publish(self.channel, payload)
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                for payload in payloads:
+                    pipe.publish(self.channel, payload)
+                pipe.execute()
         except Exception as exc:
             if is_transport(exc) is None:
                 log.exception("event publish failed")
