@@ -8,13 +8,9 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from autoforge_data.api.app import create_app
+from autoforge_data.api.stats import histogram_summary
 from autoforge_data.db.engine import Database
-from autoforge_data.observability import (
-    Observability,
-    histogram_summary,
-    statement_kind,
-    subscribe_statements,
-)
+from autoforge_data.observability import Observability, statement_kind, subscribe_statements
 from autoforge_data.services import prompts as svc
 from conftest import settings_for
 from obs_helpers import app_client, samples, total, value
@@ -155,3 +151,27 @@ def test_statement_kinds_and_quantiles() -> None:
     assert summary["count"] == 100
     assert 0.5 < (summary["p50_ms"] or 0) <= 1.0
     assert 0.5 < (summary["p99_ms"] or 0) <= 1.0  # the 99th of 100 is still a fast one
+
+
+def test_history_windows_show_only_their_own_traffic() -> None:
+    """Each history point is the difference from the previous one: a slow first window does
+    not hide a fast second one (a p99 since start would)."""
+    from autoforge_data.api.stats import History
+
+    obs = Observability()
+    history = History(obs)
+    for _ in range(50):
+        obs.observe_statement("select", 2.0)  # a slow window
+        obs.observe_request("GET", "/x", 200, 2.0)
+    history.sample()
+    for _ in range(500):
+        obs.observe_statement("select", 0.0002)  # then a fast one
+        obs.observe_request("GET", "/x", 200, 0.002)
+    history.sample()
+    slow, fast = history.points()[:2]
+    assert (slow["statement_p99_ms"] or 0) > 1000
+    assert (fast["statement_p99_ms"] or 0) < 1
+    assert (fast["request_p99_ms"] or 0) <= 2.5
+    assert fast["request_rate"] > 0 and slow["request_rate"] > 0
+    assert fast["hit_ratio"] is None  # no cache lookups: no ratio, not 0
+    assert (histogram_summary(obs.statement_latency)["p99_ms"] or 0) > 1000  # since start

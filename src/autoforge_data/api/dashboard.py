@@ -21,11 +21,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from autoforge_data import __version__
 from autoforge_data.api import health
+from autoforge_data.api import stats as stats_module
 from autoforge_data.api.metrics import refresh_gauges
-from autoforge_data.observability import summary
+from autoforge_data.api.stats import summary
 
 REFRESH_MS = 5000
-CHART_POINTS = 60
 STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -97,7 +97,8 @@ async def home(request: Request) -> Response:
             checks=checks,
             auth_required=_auth_required(app),
             refresh_ms=REFRESH_MS,
-            points=CHART_POINTS,
+            window=int(stats_module.INTERVAL),
+            minutes=int(stats_module.INTERVAL * stats_module.POINTS / 60),
             rendered_at=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         )
     )
@@ -112,7 +113,8 @@ async def api_index(request: Request) -> dict[str, Any]:
 
 @router.get("/api/v1/stats")
 async def stats(request: Request) -> dict[str, Any]:
-    """Health and key numbers for the dashboard: latency, hit ratio, sizes, index, backup."""
+    """Health, totals since start (latency, hit ratio, sizes, index, backup) and the last
+    ten minutes in 10-second windows (``history``) for the dashboard."""
     app = request.app
     refreshed = await refresh_gauges(app)
     checks = refreshed["checks"]
@@ -120,6 +122,8 @@ async def stats(request: Request) -> dict[str, Any]:
     out["health"] = {"status": refreshed["status"], "checks": checks}
     out["backup"] = checks.get("backup")
     out["replica"] = checks.get("replica")
+    history = getattr(app.state, "stats_history", None)
+    out["history"] = history.points() if history is not None else []
     return out
 
 

@@ -23,7 +23,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from autoforge_data.api import health
+from autoforge_data.api import health, stats
 from autoforge_data.observability import (
     Observability,
     ProbeGauges,
@@ -96,14 +96,17 @@ def install(app: FastAPI) -> None:
 
 @asynccontextmanager
 async def component(app: FastAPI) -> AsyncIterator[Observability]:
-    """Connect the app's database and cache to its metrics while the app runs."""
+    """Connect the app's database and cache to its metrics (and sample the dashboard's history)
+    while the app runs."""
     obs: Observability = app.state.obs
     unsubscribe = subscribe_statements(obs)
     unwatch = watch_engine(obs, app.state.db.engine)
     cache = getattr(app.state, "cache", None)
     obs.cache_collector.metrics = getattr(cache, "metrics", None)
     try:
-        yield obs
+        async with stats.sampling(obs) as history:
+            app.state.stats_history = history
+            yield obs
     finally:
         unsubscribe()
         unwatch()

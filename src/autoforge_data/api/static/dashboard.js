@@ -6,8 +6,6 @@
 (function () {
   const KEY = "afdb.apiKey";
   const POINTS = 60;
-  const history = { req: [], db: [], cache: [], search: [] };
-  let lastRequests = null;
   const body = document.body;
   const refreshMs = Math.max(1000, Number(body.dataset.refresh) || 5000);
 
@@ -37,9 +35,11 @@
   }
   function ratio(value) { return value === null || value === undefined ? "–" : value.toFixed(3); }
 
-  function push(series, value) {
-    series.push(value === null || value === undefined || !isFinite(value) ? null : value);
-    while (series.length > POINTS) series.shift();
+  function series(history, key) {
+    return history.map(function (p) {
+      const v = p[key];
+      return v === null || v === undefined || !isFinite(v) ? null : v;
+    });
   }
 
   // A polyline over the finite points, scaled to the chart's 300x60 box (fixed max for ratios).
@@ -63,6 +63,13 @@
     line.setAttribute("points", pts.join(" "));
     line.setAttribute("class", "line");
     svg.appendChild(line);
+    const last = pts[pts.length - 1].split(",");
+    const dot = document.createElementNS("http://www.w3.org/2000/svg", "circle");
+    dot.setAttribute("cx", last[0]);
+    dot.setAttribute("cy", last[1]);
+    dot.setAttribute("r", "2");
+    dot.setAttribute("class", "dot");
+    svg.appendChild(dot);
     const label = document.createElementNS("http://www.w3.org/2000/svg", "text");
     label.setAttribute("x", "2");
     label.setAttribute("y", "10");
@@ -108,11 +115,9 @@
     setText("req-p50", ms(req.p50_ms));
     setText("req-p99", ms(req.p99_ms));
     setText("req-5xx", String(req.errors_5xx));
-    if (lastRequests !== null && stats.time > lastRequests.time) {
-      const rate = (req.count - lastRequests.count) / (stats.time - lastRequests.time);
-      setText("req-rate", rate.toFixed(1));
-    }
-    lastRequests = { time: stats.time, count: req.count };
+    const history = (stats.history || []).slice(-POINTS);
+    const latest = history.length ? history[history.length - 1] : null;
+    setText("req-rate", latest ? latest.request_rate.toFixed(1) : "–");
     setText("db-p50", ms(stats.statements.p50_ms));
     setText("db-p99", ms(stats.statements.p99_ms));
     setText("db-size", bytes(stats.storage.database_bytes));
@@ -125,14 +130,10 @@
     setText("index-vectors", stats.index.vectors === null ? "–" : String(stats.index.vectors));
     setText("index-lag", stats.index.journal_lag === null ? "–" : String(stats.index.journal_lag));
     setText("backup-age", stats.backup ? duration(stats.backup.age_s) : "n/a");
-    push(history.req, req.p99_ms);
-    push(history.db, stats.statements.p99_ms);
-    push(history.cache, stats.cache.hit_ratio);
-    push(history.search, stats.search.p99_ms);
-    draw("chart-req", history.req);
-    draw("chart-db", history.db);
-    draw("chart-cache", history.cache, 1);
-    draw("chart-search", history.search);
+    draw("chart-req", series(history, "request_p99_ms"));
+    draw("chart-db", series(history, "statement_p99_ms"));
+    draw("chart-cache", series(history, "hit_ratio"), 1);
+    draw("chart-search", series(history, "search_p99_ms"));
     setText("updated", "updated " + new Date(stats.time * 1000).toLocaleTimeString());
   }
 
@@ -178,10 +179,24 @@
     head.appendChild(title); head.appendChild(score);
     const snippet = document.createElement("p");
     snippet.className = "snippet";
-    snippet.textContent = hit.snippet || "";
+    highlight(snippet, hit.snippet || "");
     li.appendChild(head); li.appendChild(snippet);
     if (!hit.title) fillTitle(hit.prompt_id, title);
     return li;
+  }
+
+  // Keyword matches come back as **word**: show them as <mark> elements built from text nodes.
+  function highlight(el, text) {
+    text.split("**").forEach(function (part, i) {
+      if (!part) return;
+      if (i % 2 === 1) {
+        const mark = document.createElement("mark");
+        mark.textContent = part;
+        el.appendChild(mark);
+      } else {
+        el.appendChild(document.createTextNode(part));
+      }
+    });
   }
 
   // Search hits may carry no title: read it from the prompt (best effort).
