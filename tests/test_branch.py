@@ -518,3 +518,22 @@ def test_anonymize_refuses_a_schema_newer_than_the_code(prod: Settings) -> None:
     with pytest.raises(SchemaError, match="newer"):
         create_branch(prod, BranchOptions("newer", anonymize=True))
     assert create_branch(prod, BranchOptions("newer")).migration == "9999"  # a plain copy is fine
+
+
+def test_half_made_branches_of_dead_processes_are_removed(prod: Settings, tmp_path: Path) -> None:
+    """A SIGKILLed create leaves a .partial file; the next create removes it (its pid is dead)."""
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    folder = tmp_path / "data" / "branches"
+    folder.mkdir(mode=0o700)
+    stale = folder / f".x.db.{dead.pid}-abc123.partial"
+    stale_inner = folder / f"..x.db.{dead.pid}-abc123.partial.k2j3.partial"
+    alive = folder / f".y.db.{os.getpid()}-abc123.partial"
+    for path in (stale, stale_inner, alive):
+        path.write_bytes(b"half")
+    create_branch(prod, BranchOptions("after"))
+    assert not stale.exists() and not stale_inner.exists()
+    assert alive.exists()
+    assert not [p for p in list_branches(prod) if p.name != "after"]

@@ -10,9 +10,11 @@ chosen by the source profile's settings:
   newest verified backup taken at or before that time instead (:mod:`autoforge_data.ops.backup`).
   A profile uses it with ``AFDB_DATABASE_URL=<branches>/<name>.db`` (printed as ``use``).
 * **sqld** (``AFDB_SQLD_ADMIN_URL`` set): the admin API's namespace fork
-  (:mod:`autoforge_data.ops.sqld_admin`); the branch is the namespace ``<name>``.
+  (:func:`autoforge_data.ops.sqld_admin.create_namespace_branch`); the branch is the namespace
+  ``<name>``.
 * **Turso Cloud** (``AFDB_TURSO_ORG`` and ``AFDB_TURSO_API_TOKEN`` set): a database created
-  with a seed from the source (:mod:`autoforge_data.ops.turso`), at ``at`` if given.
+  with a seed from the source, at ``at`` if given
+  (:func:`autoforge_data.ops.turso.create_database_branch`).
 
 Every branch gets a metadata record ``<branches>/<name>.json`` (written atomically): source
 profile, time, migration head, embedding models, git commit, options, where it is and how to use
@@ -25,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -146,9 +149,13 @@ def create_branch(source: Settings | Database, options: BranchOptions) -> Branch
     if backend == "embedded":
         record = _create_embedded(source, opts)
     elif backend == "sqld":
-        record = _create_sqld(settings, opts)
+        from autoforge_data.ops.sqld_admin import create_namespace_branch
+
+        record = create_namespace_branch(settings, opts)
     else:
-        record = _create_turso(settings, opts)
+        from autoforge_data.ops.turso import create_database_branch
+
+        record = create_database_branch(settings, opts)
     record.created_at = started.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     record.git_commit = git_commit(Path.cwd())
     record.options = {
@@ -221,7 +228,8 @@ def _snapshot_branch(db: Database, dest: Path, opts: BranchOptions) -> BranchRec
     from autoforge_data.ops.snapshot import integrity_check, snapshot_to
 
     ensure_private_dir(dest.parent)
-    partial = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.partial")
+    remove_stale_partials(dest.parent)
+    partial = dest.with_name(f".{dest.name}.{os.getpid()}-{secrets.token_hex(6)}.partial")
     key = db.settings.encryption_key
     try:
         origin = db.target.describe()
@@ -250,13 +258,38 @@ def _snapshot_branch(db: Database, dest: Path, opts: BranchOptions) -> BranchRec
         created_at="",
         location=str(dest),
         use=f"AFDB_DATABASE_URL={_shown_path(dest)}",
-        at=_stamp(opts.at),
+        at=stamp(opts.at),
         migration=migration,
         models=models,
         size_bytes=dest.stat().st_size,
         row_counts=counts,
         seconds=seconds,
     )
+
+
+_PARTIAL = re.compile(r"^\.+[a-z0-9._-]+\.db\.(\d+)-[0-9a-f]+\.partial")
+
+
+def remove_stale_partials(folder: Path) -> list[str]:
+    """Delete half-made branch files of processes that died (a SIGKILL leaves them)."""
+    removed = []
+    for path in folder.iterdir():
+        m = _PARTIAL.match(path.name)
+        if m and not path.is_symlink() and not _alive(int(m.group(1))):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _sidecars(path: Path) -> tuple[Path, ...]:
@@ -326,7 +359,7 @@ def _restore_backup_at(settings: Settings, at: datetime, dest: Path) -> tuple[fl
     verified = [e for e in older if e.verified]
     if not verified:
         raise NotFound(
-            f"no verified backup of {settings.env} at or before {_stamp(at)} "
+            f"no verified backup of {settings.env} at or before {stamp(at)} "
             f"({len(older)} unverified, {len(entries)} in all)",
             hint="afdb backup verify NAME (or afdb backup create), or branch without --at",
         )
@@ -345,54 +378,14 @@ def _shown_path(path: Path) -> str:
     return str(path)
 
 
-def _stamp(when: datetime | None) -> str | None:
+def stamp(when: datetime | None) -> str | None:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when is not None else None
 
 
-# --- sqld namespaces ---
+# --- shared by the sqld and Turso backends (sqld_admin.py, turso.py) ---
 
 
-def _create_sqld(settings: Settings, opts: BranchOptions) -> BranchRecord:
-    from autoforge_data.ops.sqld_admin import (
-        SqldAdmin,
-        check_namespace,
-        describe_namespace,
-        namespace_of_url,
-        namespace_url,
-    )
-
-    assert settings.target.url is not None
-    assert settings.sqld_admin_url is not None
-    if opts.at is not None:
-        raise InvalidInput(
-            "sqld forks a namespace as it is now: --at is not supported there",
-            hint="branch without --at, or restore a backup into a new namespace",
-        )
-    name = check_namespace(opts.name)
-    src = check_namespace(opts.source_namespace or namespace_of_url(settings.target.url))
-    with SqldAdmin(settings.sqld_admin_url, timeout=max(settings.db_timeout, 30.0)) as admin:
-        if opts.replace and admin.exists(name):
-            _refuse_unrecorded(opts, name)
-            admin.delete(name)
-        admin.fork(src, name)
-        size = admin.stats(name).storage_bytes
-    migration, models, counts = describe_namespace(settings, name)
-    return BranchRecord(
-        name=name,
-        kind="sqld",
-        source_env=opts.source_env or settings.env,
-        source=f"sqld namespace {src} at {settings.target.url}",
-        created_at="",
-        location=f"namespace {name} at {settings.target.url}",
-        use=f"AFDB_DATABASE_URL={namespace_url(settings.target.url, name)}",
-        migration=migration,
-        models=models,
-        size_bytes=size,
-        row_counts=counts,
-    )
-
-
-def _refuse_unrecorded(opts: BranchOptions, name: str) -> None:
+def refuse_unrecorded(opts: BranchOptions, name: str) -> None:
     """--replace only ever replaces a branch we recorded (never a namespace we did not make)."""
     assert opts.branches_dir is not None
     if not child_path(opts.branches_dir, name, ".json").exists():
@@ -402,39 +395,7 @@ def _refuse_unrecorded(opts: BranchOptions, name: str) -> None:
         )
 
 
-# --- Turso Cloud ---
-
-
-def _create_turso(settings: Settings, opts: BranchOptions) -> BranchRecord:
-    from autoforge_data.ops.turso import check_database_name, database_of_url
-
-    assert settings.target.url is not None
-    name = check_database_name(opts.name)
-    src = check_database_name(
-        opts.source_database or database_of_url(settings.target.url, settings.turso_org)
-    )
-    if src == name:
-        raise InvalidInput("a branch cannot have its source's name", hint="pick another name")
-    with _turso(settings) as api:
-        if opts.replace:
-            _refuse_unrecorded(opts, name)
-            with contextlib.suppress(NotFound):
-                api.delete(name)
-        created = api.create_branch(name, src, settings.turso_group, opts.at)
-    return BranchRecord(
-        name=name,
-        kind="turso",
-        source_env=opts.source_env or settings.env,
-        source=f"Turso database {src}",
-        created_at="",
-        location=created.hostname,
-        use=f"AFDB_DATABASE_URL=libsql://{created.hostname} (+ a token for it: "
-        f"turso db tokens create {name})",
-        at=_stamp(opts.at),
-    )
-
-
-def _turso(settings: Settings) -> Any:
+def turso_client(settings: Settings) -> Any:
     from autoforge_data.ops.turso import TursoPlatform
 
     return TursoPlatform(settings.turso_api_url, settings.turso_org, settings.turso_api_token)
@@ -517,7 +478,7 @@ def check_remote(settings: Settings, records: list[BranchRecord]) -> None:
                 if r.kind == "sqld" and not admin.exists(r.name):
                     r.status = "missing"
     if any(r.kind == "turso" for r in remote) and settings.turso_org:
-        with _turso(settings) as api:
+        with turso_client(settings) as api:
             names = {d.name for d in api.list_databases()}
         for r in remote:
             if r.kind == "turso" and r.name not in names:
@@ -546,7 +507,7 @@ def delete_branch(settings: Settings, name: str, *, folder: Path | None = None) 
     elif record.kind == "sqld":
         _delete_sqld(settings, name)
     elif record.kind == "turso":
-        with _turso(settings) as api, contextlib.suppress(NotFound):
+        with turso_client(settings) as api, contextlib.suppress(NotFound):
             api.delete(name)
     with contextlib.suppress(FileNotFoundError):
         record_path.unlink()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -30,6 +30,9 @@ from autoforge_data.errors import (
     Unavailable,
 )
 from autoforge_data.settings import Settings
+
+if TYPE_CHECKING:
+    from autoforge_data.ops.branch import BranchOptions, BranchRecord
 
 _NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
@@ -189,3 +192,38 @@ def _error(r: httpx.Response, method: str, path: str) -> AfdbError:
     if r.status_code >= 500:
         return Unavailable(f"{where}: HTTP {r.status_code}: {detail}", hint="see sqld's log")
     return AfdbError(f"{where}: HTTP {r.status_code}: {detail}", hint="see sqld's log")
+
+
+def create_namespace_branch(settings: Settings, opts: BranchOptions) -> BranchRecord:
+    """Fork the source namespace into namespace ``opts.name`` (see ops/branch.py)."""
+    from autoforge_data.ops.branch import BranchRecord, refuse_unrecorded
+
+    assert settings.target.url is not None
+    assert settings.sqld_admin_url is not None
+    if opts.at is not None:
+        raise InvalidInput(
+            "sqld forks a namespace as it is now: --at is not supported there",
+            hint="branch without --at, or restore a backup into a new namespace",
+        )
+    name = check_namespace(opts.name)
+    src = check_namespace(opts.source_namespace or namespace_of_url(settings.target.url))
+    with SqldAdmin(settings.sqld_admin_url, timeout=max(settings.db_timeout, 30.0)) as admin:
+        if opts.replace and admin.exists(name):
+            refuse_unrecorded(opts, name)
+            admin.delete(name)
+        admin.fork(src, name)
+        size = admin.stats(name).storage_bytes
+    migration, models, counts = describe_namespace(settings, name)
+    return BranchRecord(
+        name=name,
+        kind="sqld",
+        source_env=opts.source_env or settings.env,
+        source=f"sqld namespace {src} at {settings.target.url}",
+        created_at="",
+        location=f"namespace {name} at {settings.target.url}",
+        use=f"AFDB_DATABASE_URL={namespace_url(settings.target.url, name)}",
+        migration=migration,
+        models=models,
+        size_bytes=size,
+        row_counts=counts,
+    )

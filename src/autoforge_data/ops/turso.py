@@ -14,10 +14,11 @@ cannot be reached from the CI machines).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -32,6 +33,10 @@ from autoforge_data.errors import (
     NotFound,
     Unavailable,
 )
+from autoforge_data.settings import Settings
+
+if TYPE_CHECKING:
+    from autoforge_data.ops.branch import BranchOptions, BranchRecord
 
 _DB_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _AUTH_HINT = "check AFDB_TURSO_API_TOKEN (a platform API token: turso auth api-tokens mint NAME)"
@@ -194,3 +199,33 @@ def _error(  # noqa: PLR0911 - one return per status class reads best
     if status == 400:
         return InvalidInput(f"{where}: {detail}", hint="check the name, group and timestamp")
     return AfdbError(f"{where}: HTTP {status}: {detail}", hint="see the Turso Platform API docs")
+
+
+def create_database_branch(settings: Settings, opts: BranchOptions) -> BranchRecord:
+    """Create Turso database ``opts.name`` seeded from the source (see ops/branch.py)."""
+    from autoforge_data.ops.branch import BranchRecord, refuse_unrecorded, stamp, turso_client
+
+    assert settings.target.url is not None
+    name = check_database_name(opts.name)
+    src = check_database_name(
+        opts.source_database or database_of_url(settings.target.url, settings.turso_org)
+    )
+    if src == name:
+        raise InvalidInput("a branch cannot have its source's name", hint="pick another name")
+    with turso_client(settings) as api:
+        if opts.replace:
+            refuse_unrecorded(opts, name)
+            with contextlib.suppress(NotFound):
+                api.delete(name)
+        created = api.create_branch(name, src, settings.turso_group, opts.at)
+    return BranchRecord(
+        name=name,
+        kind="turso",
+        source_env=opts.source_env or settings.env,
+        source=f"Turso database {src}",
+        created_at="",
+        location=created.hostname,
+        use=f"AFDB_DATABASE_URL=libsql://{created.hostname} (+ a token for it: "
+        f"turso db tokens create {name})",
+        at=stamp(opts.at),
+    )
