@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, cast
@@ -65,6 +66,7 @@ class VerifyOptions:
     url: str | None = None
     search: bool = True  # run the vector + keyword search drill
     record: bool = True  # write <name>.verified.json with the result
+    inspect: Callable[[Path], None] | None = None  # called with the restored file (tests, bench)
 
     def check(self) -> None:
         """Validate before any I/O."""
@@ -238,6 +240,8 @@ def verify_backup(settings: Settings, options: VerifyOptions | None = None) -> V
             report.row_counts = fetched.manifest.row_counts
             if options.search:
                 search_drill(settings, fetched, tmp, report)
+            if options.inspect is not None:
+                options.inspect(fetched.path)
         report.ok = True
     except AfdbError as exc:
         report.error = exc.one_line()
