@@ -119,6 +119,26 @@ def test_replica_reports_lag(tmp_path: Path, sqld: Sqld) -> None:
         assert lag is not None and lag < health.REPLICA_LAG_DEGRADED
 
 
+def test_replica_keeps_serving_when_the_primary_dies(tmp_path: Path, fresh_sqld: Sqld) -> None:
+    """Replica mode, primary SIGKILLed: still ready (200, reads from the local file), the
+    replica component says its syncs fail; before the kill it was ok (sensitivity)."""
+    settings = settings_for("replica", tmp_path, fresh_sqld, sync_interval=0.3, connect_timeout=0.3)
+    with Database(settings) as db, app_client(settings, db) as client:
+        assert client.get("/health/ready").json()["checks"]["replica"]["status"] == "ok"
+        fresh_sqld.kill()
+        deadline = time.monotonic() + 10
+        while True:
+            r = client.get("/health/ready")
+            replica = r.json()["checks"]["replica"]
+            if replica["status"] != "ok" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert r.status_code == 200, r.text
+        assert r.json()["checks"]["database"]["status"] == "ok"
+        assert replica == {**replica, "status": "degraded", "reason": "sync_failing"}
+        assert fresh_sqld.url not in r.text
+
+
 def test_backup_component_rules() -> None:
     """Backup age against the schedule, a failed last backup, and no backup where one is due."""
     fresh = {"age_seconds": 60.0, "last_result": "ok", "last_error": "/secret/path boom"}

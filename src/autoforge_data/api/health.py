@@ -81,18 +81,32 @@ def _code_head() -> str:
     return migrate.code_head()
 
 
+@functools.cache
+def _known_revisions() -> frozenset[str]:
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(migrate.alembic_config())
+    return frozenset(script.revision for script in scripts.walk_revisions())
+
+
 def db_check(app: FastAPI) -> dict[str, Any]:
-    """One round trip and the migration head."""
-    db = app.state.db
+    """One round trip on the read path and the migration revision (a replica answers from its
+    local file, so a primary outage degrades it instead of taking it out of service)."""
     start = time.perf_counter()
-    with UnitOfWork(db) as uow:
-        uow.fetchone("SELECT 1")
+    with UnitOfWork(app.state.db) as uow:
+        has_table = uow.fetchone(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+        )
+        row = uow.fetchone("SELECT version_num FROM alembic_version") if has_table else None
     rtt = (time.perf_counter() - start) * 1000
-    rev = migrate.check_not_newer(db)
+    rev = None if row is None else str(row[0])
     head = _code_head()
     if rev != head:
-        return {"status": "fail", "reason": "schema_behind", "migration": rev, "head": head}
-    return {"status": "ok", "latency_ms": round(rtt, 2), "migration": rev, "mode": db.mode.value}
+        newer = rev is not None and rev not in _known_revisions()
+        reason = "schema_newer" if newer else "schema_behind"
+        return {"status": "fail", "reason": reason, "migration": rev, "head": head}
+    mode = app.state.db.mode.value
+    return {"status": "ok", "latency_ms": round(rtt, 2), "migration": rev, "mode": mode}
 
 
 def fts_check(app: FastAPI) -> dict[str, Any]:
@@ -145,16 +159,21 @@ def cache_check(app: FastAPI) -> dict[str, Any] | None:
 
 
 def replica_check(app: FastAPI) -> dict[str, Any] | None:
-    """Replica mode: seconds since the last sync with the primary."""
+    """Replica mode: seconds since the last sync with the primary, and whether syncs fail."""
     db = app.state.db
     if db.mode is not Mode.REPLICA or db.replica is None:
         return None
-    lag = db.replica.lag_seconds()
-    out: dict[str, Any] = {"failures": int(db.replica.failures)}
+    replica = db.replica
+    lag = replica.lag_seconds()
+    out: dict[str, Any] = {"lag_s": None if lag is None else round(lag, 3)}
+    out["failures"] = int(replica.failures)
     if lag is None:
-        return {**out, "status": "degraded", "reason": "never_synced", "lag_s": None}
-    status = "ok" if lag <= REPLICA_LAG_DEGRADED else "degraded"
-    return {**out, "status": status, "lag_s": round(lag, 3)}
+        return {**out, "status": "degraded", "reason": "never_synced"}
+    if replica.last_error is not None:
+        return {**out, "status": "degraded", "reason": "sync_failing"}
+    if lag > REPLICA_LAG_DEGRADED:
+        return {**out, "status": "degraded", "reason": "lagging"}
+    return {**out, "status": "ok"}
 
 
 def backup_check(app: FastAPI) -> dict[str, Any] | None:
