@@ -4,8 +4,10 @@ Reads ``bench/.cache/corpus.jsonl`` and ``queries.jsonl`` (built by ``bench/corp
 corpus then queries through sentence-transformers ``encode(batch_size=64,
 normalize_embeddings=True, convert_to_numpy=True)`` in chunks of 2,048 passages, each saved as
 ``bench/.cache/emb/chunk_XXXX.npy`` the moment it is done; a restart skips the chunks that exist
-(kill it any time, run it again). When every chunk exists it writes ``corpus_emb.npy`` (N x 384
-float32, rows in ``corpus.jsonl`` order), ``queries_emb.npy`` and ``embed_stats.json``.
+(kill it any time, run it again). The chunks holding the queries go first, then the corpus in
+order, so a partial cache already serves ``bench/vector.py --partial``. When every chunk exists
+it writes ``corpus_emb.npy`` (N x 384 float32, rows in ``corpus.jsonl`` order),
+``queries_emb.npy`` and ``embed_stats.json``.
 
 The chunks are keyed on the SHA-256 of the two input files (``emb/meta.json``): if the corpus
 changed, the script stops rather than mixing vectors of two corpora (``--reset`` clears them).
@@ -99,7 +101,11 @@ def main() -> None:
             "n_queries": len(queries)}
     check_meta(emb, meta, args.reset)
     n_chunks = (len(texts) + CHUNK - 1) // CHUNK
-    todo = [i for i in range(n_chunks) if not (emb / f"chunk_{i:04d}.npy").exists()]
+    # The chunks holding the queries first, then the corpus from its start: a partial run
+    # already gives the queries and a prefix of the corpus (``bench/vector.py --partial``).
+    first_query_chunk = len(corpus) // CHUNK
+    order = [*range(first_query_chunk, n_chunks), *range(first_query_chunk)]
+    todo = [i for i in order if not (emb / f"chunk_{i:04d}.npy").exists()]
     log(f"{len(texts)} passages ({len(corpus)} corpus + {len(queries)} queries), "
         f"{n_chunks} chunks, {n_chunks - len(todo)} already done, {args.threads} threads")
     t_load = time.perf_counter()
@@ -108,7 +114,7 @@ def main() -> None:
         log(f"model loaded from {model_path()} in {time.perf_counter() - t_load:.1f} s")
     started = time.perf_counter()
     done_n = 0
-    for i in todo:
+    for pos, i in enumerate(todo):
         part = texts[i * CHUNK:(i + 1) * CHUNK]
         t0 = time.perf_counter()
         vecs = model.encode(part, batch_size=BATCH, normalize_embeddings=True,  # type: ignore[union-attr]
@@ -124,7 +130,7 @@ def main() -> None:
         stats_path.write_text(json.dumps({"n": len(part), "seconds": round(dt, 3)}) + "\n")
         done_n += len(part)
         rate = done_n / (time.perf_counter() - started)
-        left = sum(len(texts[j * CHUNK:(j + 1) * CHUNK]) for j in todo if j > i)
+        left = sum(len(texts[j * CHUNK:(j + 1) * CHUNK]) for j in todo[pos + 1:])
         log(f"chunk {i + 1}/{n_chunks}: {len(part)} in {dt:.1f} s ({len(part) / dt:.1f}/s); "
             f"run avg {rate:.1f}/s, ETA {left / rate / 60:.1f} min")
     chunks = [np.load(emb / f"chunk_{i:04d}.npy") for i in range(n_chunks)]

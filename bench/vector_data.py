@@ -42,11 +42,14 @@ def log(msg: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
 
-def ensure_cache() -> None:
-    """Build the corpus and its embeddings with the scripts that own them, if missing."""
+def ensure_cache(partial: bool = False) -> None:
+    """Build the corpus and its embeddings with the scripts that own them, if missing
+    (``partial``: chunks already embedded will do, see :func:`embedded_prefix`)."""
     if not (CACHE / "corpus.jsonl").exists() or not (CACHE / "queries.jsonl").exists():
         log("corpus missing: running bench/corpus.py (a few minutes)")
         subprocess.run([sys.executable, str(ROOT / "bench" / "corpus.py")], check=True)
+    if partial and embedded_prefix() is not None:
+        return
     if not (CACHE / "corpus_emb.npy").exists() or not (CACHE / "queries_emb.npy").exists():
         log("embeddings missing: running bench/embed_corpus.py (~25 minutes on 2 cores)")
         subprocess.run([sys.executable, str(ROOT / "bench" / "embed_corpus.py")], check=True)
@@ -73,12 +76,49 @@ class Data:
         return len(self.q)
 
 
-def load(n: int, nq: int) -> Data:
-    x = np.load(CACHE / "corpus_emb.npy", mmap_mode="r")
+def embedded_prefix() -> tuple[np.ndarray, np.ndarray] | None:
+    """(corpus vectors 0..m-1, query vectors) from the chunks ``bench/embed_corpus.py`` has
+    finished so far (it embeds the query chunks first, then the corpus in order); None if the
+    queries are not embedded yet."""
+    emb = CACHE / "emb"
+    try:
+        meta = json.loads((emb / "meta.json").read_text())
+    except OSError:
+        return None
+    chunk, n_corpus, n_queries = meta["chunk"], meta["n_corpus"], meta["n_queries"]
+    n_chunks = math.ceil((n_corpus + n_queries) / chunk)
+    first_query = n_corpus // chunk
+    paths = [emb / f"chunk_{i:04d}.npy" for i in range(n_chunks)]
+    if not all(p.exists() for p in paths[first_query:]):
+        return None
+    tail = np.concatenate([np.load(p) for p in paths[first_query:]])
+    q = tail[n_corpus - first_query * chunk:]
+    done = 0
+    while done < first_query and paths[done].exists():
+        done += 1
+    parts = [np.load(p) for p in paths[:done]]
+    if done == first_query:  # the corpus rows in the first query chunk follow on
+        parts.append(tail[: n_corpus - first_query * chunk])
+    x = np.concatenate(parts) if parts else np.empty((0, DIM), np.float32)
+    return x, q
+
+
+def load(n: int, nq: int, partial: bool = False) -> Data:
+    full = (CACHE / "corpus_emb.npy").exists() and (CACHE / "queries_emb.npy").exists()
+    if full:
+        x = np.load(CACHE / "corpus_emb.npy", mmap_mode="r")
+        q = np.load(CACHE / "queries_emb.npy")
+    else:
+        if not partial or (prefix := embedded_prefix()) is None:
+            raise SystemExit("embeddings missing: run bench/embed_corpus.py (or --partial)")
+        x, q = prefix
+        if n > len(x):
+            log(f"--partial: only the first {len(x)} corpus passages are embedded: n = {len(x)}")
+            n = len(x)
     if n > len(x):
         raise SystemExit(f"--n {n}: the corpus holds {len(x)} passages")
     x = np.ascontiguousarray(x[:n], dtype=np.float32)
-    q = np.ascontiguousarray(np.load(CACHE / "queries_emb.npy")[:nq], dtype=np.float32)
+    q = np.ascontiguousarray(q[:nq], dtype=np.float32)
     texts, sources, meta = [], [], []
     with (CACHE / "corpus.jsonl").open(encoding="utf-8") as f:
         for i, line in enumerate(f):

@@ -26,9 +26,13 @@ from autoforge_data.vector.base import Filter
 from autoforge_data.vector.libsql_index import (
     LibsqlIndex,
     ensure_index,
+    ensure_metadata_index,
     index_ddl,
+    indexed_metadata_keys,
+    metadata_index_name,
     repair_vector_meta,
 )
+from autoforge_data.vector.libsql_index import filter_sql as libsql_filter_sql
 from autoforge_data.vector.store import ModelRow, VectorStore, get_model
 from conftest import settings_for
 
@@ -536,3 +540,37 @@ def test_over_a_real_sqld(fresh_sqld: object, tmp_path: Path, queries: np.ndarra
         assert stats["size_method"] == "dbstat"  # sqld has dbstat too
     finally:
         db.close()
+
+
+def test_metadata_expression_index(corpus: Corpus, queries: np.ndarray) -> None:
+    """A hot metadata key's expression index serves its filter (read from the index, no
+    json_extract over every prompt) with the same results; schema drift ignores it."""
+    flt = Filter(metadata={"lang": "l7"})  # 1%
+    plain = LibsqlIndex(corpus.db, corpus.model, create=False)
+    before = [set(plain.search(q, K, flt).nums.tolist()) for q in queries[:10]]
+    name = ensure_metadata_index(corpus.db, "lang")
+    try:
+        assert name == metadata_index_name("lang") != metadata_index_name("Lang")
+        assert indexed_metadata_keys(corpus.db) == {"lang"}
+        where, params = libsql_filter_sql(flt)
+        with UnitOfWork(corpus.db) as uow:
+            plan = uow.fetchall(
+                f"EXPLAIN QUERY PLAN SELECT e.id FROM prompts p JOIN {corpus.model.table} e "
+                f"ON e.prompt_id = p.id WHERE {where}",
+                params,
+            )
+        assert any(name in str(row[-1]) for row in plan), plan
+        indexed = LibsqlIndex(corpus.db, corpus.model, create=False)
+        after = [set(indexed.search(q, K, flt).nums.tolist()) for q in queries[:10]]
+        assert after == before
+        r, strategies = recall(corpus, indexed, queries, flt)
+        assert r >= 0.95 and strategies == {"exact-subset"}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert migrate.drift(corpus.db) == []
+        with pytest.raises(InvalidInput):
+            ensure_metadata_index(corpus.db, "lang'); DROP TABLE prompts; --")
+    finally:
+        with UnitOfWork(corpus.db, write=True) as uow:
+            uow.execute(f"DROP INDEX IF EXISTS {name}", (), kind="ddl")
+            uow.commit()

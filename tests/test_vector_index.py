@@ -31,7 +31,7 @@ from autoforge_data.ids import new_id
 from autoforge_data.services import prompts as svc
 from autoforge_data.vector.base import Filter, VectorIndex
 from autoforge_data.vector.index import ExactIndex, IndexOptions, MemoryIndex, open_index
-from autoforge_data.vector.mirror import ms_to_iso
+from autoforge_data.vector.mirror import allowed_nums, ms_to_iso
 from autoforge_data.vector.store import (
     ModelRow,
     VectorStore,
@@ -443,24 +443,20 @@ def test_snapshot_files_are_private(
     for path in [root, root / current, *(root / current).iterdir()]:
         want = 0o700 if path.is_dir() else 0o600
         assert path.stat().st_mode & 0o777 == want, path
-    assert {p.name for p in (root / current).iterdir()} == {
-        "meta.json",
-        "nums.npy",
-        "vectors.npy",
-        "ann.usearch",
-    }
+    # with a graph, its file holds the vectors: no second copy in vectors.npy
+    assert {p.name for p in (root / current).iterdir()} == {"meta.json", "nums.npy", "ann.faiss"}
 
 
 def damage(root: Path, how: str, db: Database) -> None:
     """Damage the current snapshot in one of several ways."""
     folder = root / (root / "CURRENT").read_text()
-    if how == "vectors":
-        path = folder / "vectors.npy"
+    if how == "vectors":  # the middle of the graph file is vector data
+        path = folder / "ann.faiss"
         data = bytearray(path.read_bytes())
         data[len(data) // 2 : len(data) // 2 + 64] = os.urandom(64)
         path.write_bytes(bytes(data))
     elif how == "ann-truncated":
-        path = folder / "ann.usearch"
+        path = folder / "ann.faiss"
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     elif how == "current":
         (root / "CURRENT").write_text("snap-000000000001-dead")
@@ -524,6 +520,11 @@ with Database(Settings.load("dev", base_dir=tmp, data_dir=tmp / "data")) as db:
         with UnitOfWork(db, write=True) as uow:
             VectorStore(get_model(db, "all-MiniLM-L6-v2")).upsert(uow, pid, 1, "h", vec)
             uow.commit()
+    elif action == "meta":
+        pid, meta = json.loads(arg)
+        with UnitOfWork(db, write=True) as uow:
+            uow.execute("UPDATE prompts SET metadata = ? WHERE id = ?", (json.dumps(meta), pid))
+            uow.commit()
     else:
         pid = arg
         svc.set_status(db, pid, "archived")
@@ -546,6 +547,21 @@ def run_child(tmp: Path, action: str, arg: str) -> dict[str, Any]:
     return result
 
 
+def child_commit(tmp: Path, action: str, arg: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start the child writer and return once it reports its commit (it may still be exiting:
+    under load an interpreter's exit takes long enough to distort a 1 s bound)."""
+    script = tmp / "child.py"
+    script.write_text(CHILD)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp), action, arg], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line, "the child writer failed"
+    info: dict[str, Any] = json.loads(line)
+    return proc, info
+
+
 def wait_until(check: Any, limit: float = 3.0) -> float:
     """Seconds until ``check()`` is true (polling every 10 ms); fails after ``limit``."""
     start = time.time()
@@ -563,17 +579,105 @@ def test_other_process_writes_visible_within_1s(
     index = open_index(db, MODEL, "memory", tmp_path / "idx", options=SMALL)
     try:
         vec = vectors[1_250]
-        child = run_child(tmp_path, "insert", json.dumps(vec.tolist()))
+        # polled from the moment the child reports its commit (not once it has exited)
+        proc, child = child_commit(tmp_path, "insert", json.dumps(vec.tolist()))
         num = nums_of(db, [child["id"]])[0]
         seen = wait_until(lambda: index.search(vec, 1, Filter()).nums.tolist() == [num])
+        assert proc.wait(timeout=60) == 0
         assert seen - child["committed"] < 1.0
         drafts = Filter(status=("draft",))  # the child's prompt is a draft, all others active
         assert index.search(vec, 5, drafts).nums.tolist() == [num]
-        child = run_child(tmp_path, "status", child["id"])
+        proc, child = child_commit(tmp_path, "status", child["id"])
         seen = wait_until(lambda: index.search(vec, 5, drafts).nums.tolist() == [])
+        assert proc.wait(timeout=60) == 0
         assert seen - child["committed"] < 1.0
     finally:
         index.close()
+
+
+def meta_db(tmp: Path) -> tuple[Database, Seeded, np.ndarray]:
+    """600 prompts whose metadata mixes value types: ints, floats, strings, bools, JSON."""
+    db = embedded_db(tmp)
+    vectors = clustered(600, 4)
+    kinds: list[Any] = [1, 1.0, "1", True, "a", 2.5, None, [1], {"z": 1}, "é"]
+    metadata = [
+        {"v": kinds[i % len(kinds)], "t": f"t{i % 7}"} if i % 11 else {} for i in range(600)
+    ]
+    return db, seed(db, vectors, metadata=metadata), vectors
+
+
+def sql_nums(db: Database, flt: Filter) -> set[int]:
+    """What SQL's own filter allows (the reference the mirror must equal)."""
+    return {int(n) for n in allowed_nums(db, flt)}
+
+
+@pytest.mark.parametrize("kind", ["memory", "exact"])
+def test_metadata_filters_are_mirrored_and_match_sql(tmp_path: Path, kind: str) -> None:
+    """Metadata-key filters run on the in-memory mirror and allow exactly what SQL's ``=`` on
+    ``json_extract`` allows, for every value type (1 = 1.0 = true, '1' is not 1, JSON text)."""
+    db, _, vectors = meta_db(tmp_path)
+    index = open_index(db, MODEL, kind, tmp_path / "idx", options=IndexOptions(small=100))
+    try:
+        values: list[Any] = [1, 1.0, "1", True, False, "a", 2.5, "[1]", '{"z":1}', "é", "zz", 7]
+        for value in values:
+            for flt in (
+                Filter(metadata={"v": value}),
+                Filter(metadata={"v": value, "t": "t3"}, status=("active",)),
+            ):
+                got = set(index.search(vectors[0], 1000, flt).nums.tolist())
+                assert got == sql_nums(db, flt), flt
+        assert index.stats()["metadata_keys"] == ["t", "v"]
+        assert index.search(vectors[0], 5, Filter(metadata={"nokey": 1})).nums.tolist() == []
+    finally:
+        index.close()
+        db.close()
+
+
+def test_metadata_mirror_follows_the_journal(tmp_path: Path) -> None:
+    """A metadata change committed by another process reaches the mirror within 1 s (the
+    journal trigger of migration 0004); a search never needs SQL for the mirrored key."""
+    db, seeded, vectors = meta_db(tmp_path)
+    index = open_index(db, MODEL, "memory", tmp_path / "idx", options=IndexOptions(small=100))
+    try:
+        flt = Filter(metadata={"team": "red"})
+        assert index.search(vectors[5], 5, flt).nums.tolist() == []
+        keys = index.stats()["metadata_keys"]
+        assert isinstance(keys, list) and "team" in keys
+        for team, want in (("red", [seeded.nums[5]]), ("blue", [])):
+            proc, child = child_commit(
+                tmp_path, "meta", json.dumps([seeded.ids[5], {"team": team}])
+            )
+            seen = wait_until(lambda w=want: index.search(vectors[5], 5, flt).nums.tolist() == w)
+            assert proc.wait(timeout=60) == 0
+            assert seen - child["committed"] < 1.0
+    finally:
+        index.close()
+        db.close()
+
+
+def test_metadata_mirror_needs_the_journal_trigger(tmp_path: Path) -> None:
+    """Sensitivity arm: with the 0003 trigger (status and owner only) a mirrored key would go
+    stale, so the index keeps asking SQL; forcing the mirror there does go stale."""
+    db, seeded, vectors = meta_db(tmp_path)
+    migrate.downgrade(db, "0003")
+    index = MemoryIndex(db, get_model(db, MODEL), options=IndexOptions(small=100)).open()
+    forced = MemoryIndex(db, get_model(db, MODEL), options=IndexOptions(small=100)).open()
+    forced._meta_journaled = True  # pretend the journal covered metadata
+    try:
+        flt = Filter(metadata={"team": "red"})
+        for ix in (index, forced):
+            assert ix.search(vectors[5], 5, flt).nums.tolist() == []
+        assert index.stats()["metadata_keys"] == []
+        assert forced.stats()["metadata_keys"] == ["team"]
+        run_child(tmp_path, "meta", json.dumps([seeded.ids[5], {"team": "red"}]))
+        assert index.search(vectors[5], 5, flt).nums.tolist() == [seeded.nums[5]]
+        time.sleep(1.2)
+        forced.refresh()
+        assert forced.search(vectors[5], 5, flt).nums.tolist() == []  # stale: no journal entry
+    finally:
+        index.close()
+        forced.close()
+        db.close()
 
 
 @pytest.mark.parametrize("kind", ["memory", "exact"])

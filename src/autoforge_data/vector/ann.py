@@ -1,23 +1,33 @@
-"""The usearch HNSW graph behind the ``memory`` index, and the tuning of the in-memory indexes.
+"""The HNSW graph behind the ``memory`` index (faiss ``IndexHNSWFlat``), and the index tuning.
 
-Chosen by measurement on 50,000 real MiniLM vectors (``bench/.cache/engines_probe.*``): int8
-vectors with cosine distance, connectivity 16, expansion_add 128, and the candidates re-ranked
-exactly in float32 by the caller. That reached recall@10 0.95 at the highest single-query QPS of
-usearch, hnswlib and faiss, built 2x faster than hnswlib, and takes 25 MB beside the float32
-matrix the re-rank and exact search need anyway.
+Why faiss HNSW over float32, holding the only copy of the vectors (measured on 50,000 real
+MiniLM vectors, ``bench/results/vector.md``):
+
+* The vectors are stored once. The graph's own float32 storage *is* the matrix the exact scans
+  and the filters read (:meth:`Ann.matrix` is a numpy view of it, row i = graph id i), so the
+  index costs the raw vectors plus the links (M=32: ~270 bytes a vector). The former usearch
+  design kept its int8 copy next to our float32 matrix (1.79x the raw vectors in RSS).
+* Distances in the graph are exact float32 inner products: the top k need no re-rank.
+* The per-query fixed cost is small: ``search_c`` with preallocated outputs costs ~10 us; the
+  usearch Python call cost ~30-100 us on this machine before it computed a single distance,
+  which is why it reached only 0.54x hnswlib's QPS at matched recall.
+
+faiss HNSW cannot delete: a changed or deleted row stays in the graph as a tombstone (the rows'
+``alive`` flag filters it out of results) until the owner rebuilds the graph.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import faiss as _faiss_typed
 import numpy as np
-from usearch.index import Index as UsearchIndex
 
 from autoforge_data.errors import Corrupt
-from autoforge_data.vector.base import Nums, Vector
-from autoforge_data.vector.mirror import Rows
+from autoforge_data.vector.base import Vector
 
 
 @dataclass(frozen=True)
@@ -25,85 +35,122 @@ class IndexOptions:
     """Tuning of the in-memory indexes; the defaults are measured (see the module docstring)."""
 
     # Below this many live vectors: exact search and no ANN index. A scan of 5,000 contiguous
-    # rows (125-245 us) costs at most ~2x an ANN query (~110 us) and gives recall 1.0.
+    # rows (125-245 us) costs at most ~2x an ANN query and gives recall 1.0.
     small: int = 5_000
-    ef: int = 32  # usearch expansion_search floor (raised to the fetch size)
-    rerank: int = 3  # ANN candidates per wanted result, re-ranked exactly in float32
+    ef: int = 24  # efSearch floor (raised to the fetch size): recall@10 ~0.97 at 50k MiniLM
+    rerank: float = 1.0  # ANN results fetched per wanted result when nothing is filtered
     margin: float = 2.0  # over-fetch = k / selectivity x margin (recall >= 0.96 at 1-50 %)
     # Planner cost model (ns), measured at 384-d on 2 cores (idle and busy runs, 1 BLAS thread):
-    # exact scan of gathered rows, of contiguous rows, and ANN search + exact re-rank per
-    # fetched candidate plus a fixed cost per ANN query.
+    # exact scan of gathered rows, of contiguous rows, and ANN search per fetched candidate
+    # plus a fixed cost per ANN query.
     gather_ns: float = 75.0
     scan_ns: float = 30.0
     candidate_ns: float = 1_500.0
-    ann_ns: float = 60_000.0
+    ann_ns: float = 40_000.0
+    meta_keys: int = 16  # metadata keys mirrored in memory at most (4 bytes a row each)
     refresh_interval: float = 0.5  # a search first applies the journal if older than this (s)
     save_every: int = 5_000  # journal entries applied since the last snapshot that trigger one
-    connectivity: int = 16
-    expansion_add: int = 128
+    connectivity: int = 32  # HNSW M: 2M links a vector on the base layer
+    expansion_add: int = 100  # efConstruction
     build_threads: int = 2
 
 
-class Ann:
-    """The usearch HNSW index over one model's vectors; labels are prompt nums."""
+faiss: Any = _faiss_typed  # its bundled stubs lack search_c, get_xb, HNSW fields, ...
+_OMP = threading.Lock()  # faiss's OpenMP thread count is process-wide: one build sets it at once
 
-    def __init__(self, dimension: int, metric: str, opts: IndexOptions) -> None:
+
+class Ann:
+    """A faiss HNSW graph over float32 vectors; graph id i is row i of the owner's rows."""
+
+    def __init__(self, index: Any, metric: str, opts: IndexOptions) -> None:
+        self.index = index
+        self.metric = metric
         self.opts = opts
-        # int8 needs values in [-1, 1]: fine for unit (cosine) vectors; l2 keeps half floats.
-        self.index = UsearchIndex(
-            ndim=dimension,
-            metric="cos" if metric == "cosine" else "l2sq",
-            dtype="i8" if metric == "cosine" else "f16",
-            connectivity=opts.connectivity,
-            expansion_add=opts.expansion_add,
-            expansion_search=opts.ef,
-        )
-        self.removed = 0  # tombstones in the graph since it was built
+        self.dimension = int(index.d)
+        self.removed = 0  # tombstones in the graph since it was built (counted by the owner)
+        self._params: dict[int, Any] = {}  # faiss.SearchParametersHNSW per efSearch
 
     @classmethod
-    def build(cls, rows: Rows, opts: IndexOptions) -> Ann:
-        """A new index over the live rows."""
-        ann = cls(rows.dimension, rows.metric, opts)
-        nums, vecs = rows.live_arrays()
-        if len(nums):
-            ann.index.add(nums.astype(np.uint64), vecs, threads=opts.build_threads)
+    def build(cls, vectors: np.ndarray, metric: str, opts: IndexOptions) -> Ann:
+        """A new graph over ``vectors`` (rows in order), built on ``opts.build_threads``."""
+        dim = int(vectors.shape[1])
+        kind = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+        index = faiss.IndexHNSWFlat(dim, opts.connectivity, kind)
+        index.hnsw.efConstruction = opts.expansion_add
+        ann = cls(index, metric, opts)
+        ann.add(vectors)
         return ann
 
     def __len__(self) -> int:
-        return len(self.index)
+        return int(self.index.ntotal)
 
-    def upsert(self, nums: Nums, vecs: np.ndarray, existing: np.ndarray) -> None:
-        """Add vectors; ``existing`` marks nums already present (removed first: keys are unique)."""
-        if existing.any():
-            self.remove(nums[existing])
-        if len(nums):
-            self.index.add(nums.astype(np.uint64), vecs, threads=self.opts.build_threads)
+    def add(self, vectors: np.ndarray) -> None:
+        """Append vectors (graph ids continue from ``len(self)``); invalidates earlier views."""
+        if not len(vectors):
+            return
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        with _OMP:
+            before = faiss.omp_get_max_threads()
+            faiss.omp_set_num_threads(max(1, self.opts.build_threads))
+            try:
+                self.index.add(x)
+            finally:
+                faiss.omp_set_num_threads(before)
 
-    def remove(self, nums: Nums) -> None:
-        """Remove vectors by num (absent nums are ignored)."""
-        if len(nums):
-            self.index.remove(nums.astype(np.uint64))
-            self.removed += len(nums)
+    def matrix(self) -> np.ndarray:
+        """The stored vectors as an (n, d) float32 view (valid until the next :meth:`add`)."""
+        n = len(self)
+        if n == 0:
+            return np.empty((0, self.dimension), dtype=np.float32)
+        storage = faiss.downcast_index(self.index.storage)
+        flat = faiss.rev_swig_ptr(storage.get_xb(), n * self.dimension)
+        return np.asarray(flat).reshape(n, self.dimension)
 
-    def search(self, query: Vector, count: int) -> Nums:
-        """Up to ``count`` nearest nums (approximate), best first."""
-        # usearch's setter has no annotations, so mypy sees a read-only property
-        self.index.expansion_search = max(self.opts.ef, count)  # type: ignore[misc]
-        keys = self.index.search(query, count, threads=1).keys
-        return np.asarray(keys, dtype=np.int64)
+    def search(self, query: Vector, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """(graph ids, scores) of up to ``count`` nearest vectors, best first; scores are inner
+        products (cosine) or minus the Euclidean distance (l2). Ids of -1 mean "fewer found"."""
+        ef = max(self.opts.ef, count)
+        params = self._params.get(ef)
+        if params is None:
+            if len(self._params) > 64:
+                self._params.clear()
+            params = self._params[ef] = faiss.SearchParametersHNSW()
+            params.efSearch = ef
+        ids = np.empty(count, dtype=np.int64)
+        dist = np.empty(count, dtype=np.float32)
+        q = query if query.flags.c_contiguous else np.ascontiguousarray(query)
+        self.index.search_c(
+            1, faiss.swig_ptr(q), count, faiss.swig_ptr(dist), faiss.swig_ptr(ids), params
+        )
+        if self.metric == "cosine":
+            return ids, dist
+        return ids, -np.sqrt(np.maximum(dist, 0.0))
 
     def save(self, path: Path) -> None:
-        """Write the index file."""
-        self.index.save(str(path))
+        """Write the graph and its vectors to one file."""
+        faiss.write_index(self.index, str(path))
+
+    def graph_bytes(self) -> int:
+        """Bytes the graph's links and levels take (the vectors are counted with the rows)."""
+        hnsw = self.index.hnsw
+        links = int(hnsw.neighbors.size()) * 4 + int(hnsw.offsets.size()) * 8
+        return links + int(hnsw.levels.size()) * 4 + int(hnsw.assign_probas.size()) * 8
+
+    def serialize(self) -> np.ndarray:
+        """The index file's bytes (graph and vectors), taken while the caller holds its lock."""
+        buf: np.ndarray = faiss.serialize_index(self.index)
+        return buf
 
     @classmethod
     def load(cls, path: Path, count: int, dimension: int, metric: str, opts: IndexOptions) -> Ann:
         """Load an index file; Corrupt if it is damaged or does not hold ``count`` vectors."""
-        ann = cls(dimension, metric, opts)
         try:
-            ann.index.load(str(path))
-        except (RuntimeError, ValueError) as exc:
-            raise Corrupt(f"ANN index file unreadable: {exc}") from None
-        if len(ann.index) != count or ann.index.ndim != dimension:
-            raise Corrupt(f"ANN index holds {len(ann.index)} vectors, expected {count}")
-        return ann
+            index = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise Corrupt(f"ANN index file unreadable: {str(exc).splitlines()[0]}") from None
+        if not isinstance(index, faiss.IndexHNSWFlat):
+            raise Corrupt(f"ANN index file holds a {type(index).__name__}, not an HNSW graph")
+        want = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+        if index.ntotal != count or index.d != dimension or index.metric_type != want:
+            raise Corrupt(f"ANN index holds {index.ntotal} x {index.d} vectors, expected {count}")
+        return cls(index, metric, opts)

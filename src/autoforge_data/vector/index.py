@@ -1,17 +1,24 @@
-"""Vector index backends mirrored from libSQL: ``memory`` (usearch HNSW, the default) and ``exact``.
+"""Vector index backends mirrored from libSQL: ``memory`` (faiss HNSW, the default) and ``exact``.
 
 libSQL stays the system of record; these indexes hold a copy in memory and follow the
 ``vector_journal`` (written by triggers in every writer's transaction) to stay current:
 
-* :class:`MemoryIndex` — a usearch HNSW index (int8 vectors, cosine; connectivity 16,
-  expansion_add 128) whose candidates are re-ranked exactly against the float32 matrix, plus a
-  mirror of the filter columns. A cost-based planner picks per query between the ANN with an
-  over-fetch sized to the filter's selectivity and an exact scan of the allowed rows. Persisted as a
-  snapshot (:mod:`.snapshot`) so a start loads it and replays the journal instead of rebuilding.
-* :class:`ExactIndex` — brute force over the same matrix and mirror; for small collections and as
-  the recall reference.
+* :class:`MemoryIndex` — a faiss HNSW graph (M=32, efConstruction 100, exact float32 inner
+  products) that stores the vectors once: the rows' matrix is a view of its storage. Plus the
+  filter mirror (status, owner, created time and the values of the metadata keys searches filter
+  on), so a filter is a numpy mask, never SQL. A cost-based planner picks per query between the
+  ANN with an over-fetch sized to the filter's selectivity and an exact scan of the allowed
+  rows. Persisted as a snapshot (:mod:`.snapshot`) so a start loads it and replays the journal
+  instead of rebuilding.
+* :class:`ExactIndex` — brute force over its own matrix and the same mirror; for small
+  collections and as the recall reference.
 
-Why usearch and these parameters: :mod:`.ann`. :func:`open_index` opens any backend by name
+The mirror is as current as the journal position: a search applies the journal first when it
+was last read more than ``refresh_interval`` (0.5 s) ago, and a writer that refreshes after its
+commit sees its own write at once. Metadata keys are mirrored only when the journal records
+metadata changes (migration 0004); on an older schema their filters are evaluated in SQL.
+
+Why faiss and these parameters: :mod:`.ann`. :func:`open_index` opens any backend by name
 ("libsql" is the native DiskANN backend in :mod:`autoforge_data.vector.libsql_index`).
 """
 
@@ -32,13 +39,22 @@ from autoforge_data.db.engine import Database
 from autoforge_data.db.uow import UnitOfWork
 from autoforge_data.errors import AfdbError, ConfigError, Corrupt, InvalidInput
 from autoforge_data.vector.ann import Ann, IndexOptions
-from autoforge_data.vector.base import Filter, Hits, Nums, Vector, VectorIndex, check_query
+from autoforge_data.vector.base import (
+    MAX_K,
+    Filter,
+    Hits,
+    Nums,
+    Vector,
+    VectorIndex,
+    check_query,
+)
 from autoforge_data.vector.mirror import (
     Rows,
     allowed_nums,
     created_bounds,
     fetch_vectors,
     meta_rows,
+    metadata_covered,
 )
 from autoforge_data.vector.snapshot import index_dir, read_snapshot, write_snapshot
 from autoforge_data.vector.store import (
@@ -53,6 +69,7 @@ from autoforge_data.vector.store import (
 __all__ = ["BACKENDS", "ExactIndex", "IndexOptions", "MemoryIndex", "open_index"]
 
 BACKENDS = ("memory", "exact", "libsql")
+_NO_FILTER = Filter()
 JOURNAL_PAGE = 10_000
 RUN_MIN = 32  # mean run length from which slicing the matrix beats gathering rows
 log = logging.getLogger(__name__)
@@ -75,6 +92,7 @@ class ExactIndex:
         self._refresh_lock = threading.Lock()  # one journal reader at a time
         self._rows = self._empty_rows()
         self._ann: Ann | None = None
+        self._meta_journaled: bool | None = None  # does the journal record metadata changes?
         self._seq = 0
         self._last_refresh = 0.0
         self._unsaved = 0
@@ -105,8 +123,10 @@ class ExactIndex:
             else np.empty((0, self.dimension), np.float32)
         )
         rows = Rows(self.dimension, self.model.metric, nums, vecs)
-        rows.set_meta(meta_rows(self.db))
-        ann = Ann.build(rows, self.opts) if self._wants_ann(rows) else None
+        keys = list(self._rows.keys)  # metadata keys mirrored so far stay mirrored
+        rows.track(keys)
+        rows.set_meta(meta_rows(self.db, keys=keys), keys)
+        ann = self._build_ann(rows) if self._wants_ann(rows) else None
         with self._lock:
             self._rows, self._ann, self._seq = rows, ann, head
         self._timings["build_s"] = round(time.perf_counter() - start, 3)
@@ -125,6 +145,14 @@ class ExactIndex:
 
     def _wants_ann(self, rows: Rows) -> bool:
         return False
+
+    def _build_ann(self, rows: Rows) -> Ann:
+        """A graph over the live rows, which then view its storage (vectors held once)."""
+        if rows.dead or rows.owner_of_vecs is not None:
+            rows.compact()
+        ann = Ann.build(rows.vecs[: rows.n], rows.metric, self.opts)
+        rows.adopt(ann)
+        return ann
 
     # --- consistency ----------------------------------------------------------------------------
 
@@ -156,29 +184,34 @@ class ExactIndex:
         touched = sorted({num for _, m, num, _ in entries if m == self.model.name})
         meta = sorted({num for _, m, num, _ in entries if m is None})
         vectors = fetch_vectors(self.db, self.model, touched)
-        metas = meta_rows(self.db, sorted(set(touched) | set(meta))) if touched or meta else []
+        keys = list(self._rows.keys)  # only refresh (this thread) adds keys or swaps the rows
+        nums = sorted(set(touched) | set(meta))
+        metas = meta_rows(self.db, nums, keys) if nums else []
         with self._lock:
             if self._closed:
                 return
             self._apply_vectors(touched, vectors)
-            self._rows.set_meta(metas)
+            self._rows.set_meta(metas, keys)
             self._seq = entries[-1][0]
             self._unsaved += len(entries)
 
     def _apply_vectors(self, touched: list[int], vectors: dict[int, np.ndarray]) -> None:
+        """Upsert and delete rows (a graph that owns the vectors gets the new ones), then let
+        :meth:`_housekeep` compact or rebuild."""
         rows = self._rows
-        up = np.array([n for n in touched if n in vectors], dtype=np.int64)
-        gone = np.array([n for n in touched if n not in vectors], dtype=np.int64)
-        existing = rows.rows_of(up) >= 0 if len(up) else np.zeros(0, bool)
-        for num in up.tolist():
-            rows.upsert(num, vectors[num])
-        was_present = [n for n in gone.tolist() if rows.delete(n)]
+        for num in touched:
+            vector = vectors.get(num)
+            if vector is None:
+                rows.delete(num)
+            else:
+                rows.upsert(num, vector)
+        self._housekeep(len(touched))
+
+    def _housekeep(self, changed: int) -> None:
+        """Drop tombstones once they are an eighth of the rows."""
+        rows = self._rows
         if rows.dead > max(1024, rows.n // 8):
             rows.compact()
-        self._apply_ann(up, existing, np.array(was_present, dtype=np.int64))
-
-    def _apply_ann(self, up: Nums, existing: np.ndarray, gone: Nums) -> None:
-        return None
 
     def _auto_refresh(self) -> None:
         """Apply the journal if the last refresh is older than the interval (never waits)."""
@@ -200,11 +233,14 @@ class ExactIndex:
 
     def search(self, query: Vector, k: int, flt: Filter | None = None) -> Hits:
         """The k best prompts allowed by ``flt``; scores are cosine similarity (or -distance)."""
-        flt = flt if flt is not None else Filter()
+        flt = flt if flt is not None else _NO_FILTER
         q = self._query(query, k)
-        created_bounds(flt)  # a malformed time fails before any work
+        if flt.created_from is not None or flt.created_to is not None:
+            created_bounds(flt)  # a malformed time fails before any work
         self._auto_refresh()
-        allowed = allowed_nums(self.db, flt) if flt.metadata else None
+        allowed = None
+        if flt.metadata and not self._mirror(flt):
+            allowed = allowed_nums(self.db, flt)
         with self._lock:
             if self._closed:
                 raise ConfigError("the vector index is closed")
@@ -212,13 +248,52 @@ class ExactIndex:
             self._strategies[hits.strategy] = self._strategies.get(hits.strategy, 0) + 1
             return hits
 
+    def _mirror(self, flt: Filter) -> bool:
+        """Make sure the filter's metadata keys are mirrored; False if they cannot be (the
+        journal does not record metadata changes, or ``opts.meta_keys`` keys are mirrored).
+
+        A new key is read for every prompt under the refresh lock (no journal replay runs
+        meanwhile); entries after the index's position are replayed later and re-read the
+        current values, so the column is exactly as current as the rest of the mirror.
+        """
+        if self._rows.mirrors(flt):
+            return True
+        if self._meta_journaled is None:
+            self._meta_journaled = metadata_covered(self.db)
+        if not self._meta_journaled:
+            return False
+        with self._refresh_lock:
+            rows = self._rows
+            new = [key for key in flt.metadata if key not in rows.keys]
+            if len(rows.keys) + len(new) > self.opts.meta_keys:
+                return False
+            if new:
+                metas = meta_rows(self.db, keys=new)
+                with self._lock:
+                    if self._closed or rows is not self._rows:
+                        return False
+                    rows.track(new)
+                    rows.set_meta(metas, new)
+        return True
+
     def _query(self, query: Vector, k: int) -> Vector:
-        q = check_query(query, self.dimension, k)
+        """The checked query (unit length for cosine). The usual case costs one dot product:
+        a finite sum of squares proves every value finite; anything else gets the full check."""
+        q = query
+        if (
+            type(q) is not np.ndarray
+            or q.dtype != np.float32
+            or q.shape != (self.dimension,)
+            or type(k) is not int
+            or not 1 <= k <= MAX_K
+            or not math.isfinite(squares := float(np.dot(q, q)))
+        ):
+            q = check_query(query, self.dimension, k)
+            squares = float(np.dot(q.astype(np.float64), q.astype(np.float64)))
         if self.model.metric == "cosine":
-            norm = float(np.sqrt(q @ q))
-            if norm == 0.0:
+            if squares == 0.0:
                 raise InvalidInput("query vector is all zeros", hint="cosine needs a direction")
-            q = q * np.float32(1.0 / norm)
+            q = q * np.float32(1.0 / math.sqrt(squares))
         return q
 
     def _search(self, q: Vector, k: int, flt: Filter, allowed: Nums | None) -> Hits:
@@ -260,9 +335,10 @@ class ExactIndex:
         return ("exact" if exact_cost <= ann_cost else "ann"), None
 
     def _fetch_size(self, k: int, n_allowed: int) -> int:
-        live = self._rows.live
-        per_result = max(float(self.opts.rerank), self.opts.margin * live / n_allowed)
-        return min(live, math.ceil(k * per_result))
+        rows = self._rows
+        per_result = max(float(self.opts.rerank), self.opts.margin * rows.live / n_allowed)
+        # the graph also returns tombstones: fetch that much more
+        return min(rows.n, math.ceil(k * per_result * rows.n / max(rows.live, 1)))
 
     def _ann_search(
         self, q: Vector, k: int, mask: np.ndarray | None, n_allowed: int
@@ -273,19 +349,20 @@ class ExactIndex:
         fetch = self._fetch_size(k, n_allowed)
         want = min(k, n_allowed)
         filtered = n_allowed < rows.live
-        for _ in range(2):
-            cand = rows.pos[self._ann.search(q, fetch)]  # the ANN holds live nums only
-            cand = cand[cand >= 0]
-            if mask is not None:
-                cand = cand[mask[cand]]
-            if len(cand) >= want:
-                scores = self._scores(q, cand)
-                top = _top(scores, k)
+        keep = rows.alive if mask is None else mask  # graph ids are rows; tombstones drop out
+        for _ in range(3):
+            cand, scores = self._ann.search(q, fetch)  # exact scores, best first
+            if mask is None and rows.dead == 0 and fetch == k and cand[-1] >= 0:
+                return Hits(rows.nums[cand], scores, fetch, "ann")  # the common case
+            ok = cand >= 0
+            ok[ok] = keep[cand[ok]]
+            if np.count_nonzero(ok) >= want:
+                cand, scores = cand[ok][:k], scores[ok][:k]
                 strategy = "ann+overfetch" if filtered else "ann"
-                return Hits(rows.nums[cand[top]], scores[top], fetch, strategy)
-            if fetch >= rows.live:
+                return Hits(rows.nums[cand], scores, fetch, strategy)
+            if fetch >= rows.n:
                 break
-            fetch = min(rows.live, fetch * 4)
+            fetch = min(rows.n, fetch * 4)
         return None
 
     def _exact(
@@ -341,10 +418,7 @@ class ExactIndex:
         """Sizes, journal position, timings and how often each strategy ran."""
         with self._lock:
             rows = self._rows
-            ann = self._ann.index if self._ann is not None else None
-            # usearch's memory_usage counts reserved capacity and thread buffers; the serialized
-            # length is what the graph and int8 vectors take (RSS after a load matches it).
-            ann_bytes = int(ann.serialized_length) if ann is not None else 0
+            ann_bytes = self._ann.graph_bytes() if self._ann is not None else 0
             return {
                 "backend": self.name,
                 "model": self.model.name,
@@ -353,10 +427,10 @@ class ExactIndex:
                 "vectors": rows.live,
                 "tombstones": rows.dead,
                 "ann": self._ann is not None,
-                "ann_removed": self._ann.removed if self._ann is not None else 0,
                 "memory_mb": round((rows.memory_bytes() + ann_bytes) / 2**20, 2),
-                "ann_mb": round(ann_bytes / 2**20, 2),
-                "ann_reserved_mb": round(int(ann.memory_usage) / 2**20, 2) if ann else 0.0,
+                "ann_graph_mb": round(ann_bytes / 2**20, 2),
+                "vectors_shared_with_ann": rows.owner_of_vecs is not None,
+                "metadata_keys": sorted(rows.keys),  # mirrored: filters on them need no SQL
                 "journal_seq": self._seq,
                 "unsaved_changes": self._unsaved,
                 "refresh_age_s": round(time.monotonic() - self._last_refresh, 3),
@@ -366,7 +440,7 @@ class ExactIndex:
 
 
 class MemoryIndex(ExactIndex):
-    """usearch HNSW + exact re-rank + filter mirror, persisted as a snapshot; the default."""
+    """faiss HNSW holding the vectors + filter mirror, persisted as a snapshot; the default."""
 
     name = "memory"
 
@@ -421,11 +495,18 @@ class MemoryIndex(ExactIndex):
         if snap is None:
             return False
         self._check_journal_covers(snap.seq)
-        rows = Rows(dim, metric, snap.nums, snap.vectors)
-        rows.set_meta(meta_rows(self.db))
         ann = cast(Ann | None, snap.ann)
+        vectors = snap.vectors if ann is None else ann.matrix()
+        if vectors is None:
+            raise Corrupt("snapshot holds no vectors")
+        rows = Rows(dim, metric, snap.nums, vectors)
+        if ann is not None:
+            rows.adopt(ann)
+        keys = list(self._rows.keys)
+        rows.track(keys)
+        rows.set_meta(meta_rows(self.db, keys=keys), keys)
         if ann is None and self._wants_ann(rows):
-            ann = Ann.build(rows, self.opts)
+            ann = self._build_ann(rows)
         with self._lock:
             self._rows, self._ann, self._seq = rows, ann, snap.seq
         self._refresh_checked()
@@ -457,18 +538,21 @@ class MemoryIndex(ExactIndex):
         target = folder or self.folder
         if target is None:
             raise ConfigError("this index has no snapshot folder", hint="pass data_dir")
-        with self._lock:
-            nums, vecs = self._rows.live_arrays()
-            nums, vecs = nums.copy(), vecs.copy()
-            ann = self._ann.index.copy() if self._ann is not None else None
+        vecs: np.ndarray | None = None
+        blob: np.ndarray | None = None
+        with self._lock:  # with a graph: its file holds the vectors, nums mark tombstones -1
+            if self._ann is not None:
+                nums, blob = self._rows.saved_nums().copy(), self._ann.serialize()
+            else:
+                nums, vecs = (a.copy() for a in self._rows.live_arrays())
             seq, unsaved = self._seq, self._unsaved
         info = {**self._expect(), "seq": seq}
         save_ann = None
-        if ann is not None:
-            copy = ann
+        if blob is not None:
+            data = blob
 
             def save_ann(path: Path) -> None:
-                copy.save(str(path))
+                data.tofile(str(path))
 
         path = write_snapshot(target, info, nums, vecs, save_ann)
         with self._lock:
@@ -488,22 +572,25 @@ class MemoryIndex(ExactIndex):
             self._autosave()
         super().close()
 
-    def _apply_ann(self, up: Nums, existing: np.ndarray, gone: Nums) -> None:
+    def _apply_vectors(self, touched: list[int], vectors: dict[int, np.ndarray]) -> None:
+        if self._ann is not None and len(touched) > self._rows.live // 4:
+            # Many changes at once (a re-embedding): a fresh build after them is faster than
+            # adding them to the graph one by one, and searches better.
+            self._rows.detach()
+            self._ann = None
+        super()._apply_vectors(touched, vectors)
+
+    def _housekeep(self, changed: int) -> None:
+        """Build the graph once the rows are many enough; rebuild it when tombstones (changed
+        or deleted vectors) are an eighth of it."""
         rows = self._rows
         if self._ann is None:
             if self._wants_ann(rows):
-                self._ann = Ann.build(rows, self.opts)
-            return
-        changed = len(up) + len(gone)
-        if changed > rows.live // 4 or self._ann.removed + changed > max(1_000, rows.live // 2):
-            # Many changes at once (a re-embedding) or a graph full of tombstones: a fresh
-            # build is faster than incremental updates and searches better.
-            self._ann = Ann.build(rows, self.opts)
-            return
-        if len(up):
-            vecs = rows.vecs[rows.rows_of(up)]
-            self._ann.upsert(up, vecs, existing)
-        self._ann.remove(gone)
+                self._ann = self._build_ann(rows)
+            elif rows.dead > max(1024, rows.n // 8):
+                rows.compact()
+        elif rows.dead > max(1_000, rows.n // 8):
+            self._ann = self._build_ann(rows)
 
 
 class _SingleBlasThread:

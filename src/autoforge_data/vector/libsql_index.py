@@ -25,10 +25,12 @@ search_l; the ANN path needs m/N·L ≥ ``MARGIN``·k matches among its L candid
 selectivity ≥ 9% at k=10, L=200) and m > ``EXACT_MAX`` (1,000; below that an exact scan of the
 subset is as fast and exact):
 
-* filters on indexed columns only (status, owner): a COUNT that stops at that threshold (it
-  reads only the index); below it, exact scan of the matching rows;
-* other filters (metadata keys, created range) have no index to count with: their selectivity
-  on a random sample of 512 prompts decides; clearly below the threshold, exact scan;
+* filters on indexed columns only (status, owner, metadata keys given an expression index by
+  :func:`ensure_metadata_index`): a COUNT that stops at that threshold (it reads only the
+  index); below it, exact scan of the matching rows (read through the index);
+* other filters (other metadata keys, created range) have no index to count with: their
+  selectivity on a random sample of 512 prompts decides; clearly below the threshold, exact
+  scan (``json_extract`` over every prompt: ~20 ms at 50k, hence the expression indexes);
 * otherwise ``vector_top_k`` over-fetches all L candidates (costs what asking for k does),
   joined to ``prompts`` and filtered; if fewer than k of them match (a filter correlated against
   the query, or a wrong estimate), the query falls back to the exact scan.
@@ -44,6 +46,7 @@ import math
 import re
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -280,9 +283,50 @@ def repair_vector_meta(db: Database) -> int:
     return len(rows) - len(unique)
 
 
-def _indexed_only(flt: Filter) -> bool:
-    """True if every condition of the filter has a b-tree index on prompts (status, owner)."""
-    return flt.created_from is None and flt.created_to is None and not flt.metadata
+def _indexed_only(flt: Filter, keys: frozenset[str] = frozenset()) -> bool:
+    """True if every condition of the filter has a b-tree index on prompts (status, owner, and
+    metadata ``keys`` with an expression index)."""
+    return flt.created_from is None and flt.created_to is None and set(flt.metadata) <= keys
+
+
+_META_INDEX_SQL = re.compile(r"json_extract\(metadata, '\$\.([A-Za-z_][A-Za-z0-9_]{0,63})'\)")
+
+
+def metadata_index_name(key: str) -> str:
+    """The expression index of one metadata key (keys differ in case, SQLite names do not)."""
+    Filter(metadata={key: ""})  # validates the key: it is inlined in the DDL
+    return f"ix_prompts_meta_{key.lower()}_{zlib.crc32(key.encode()):08x}"
+
+
+def ensure_metadata_index(db: Database, key: str) -> str:
+    """Index ``json_extract(metadata, '$.<key>')`` on prompts (idempotent); returns its name.
+
+    For the libsql backend's hot metadata keys: a filter on the key then reads the matching
+    prompts from the index instead of evaluating ``json_extract`` over every prompt (at 50k
+    prompts, a 1% filter's exact scan went from ~20 ms to a few ms). The in-memory backends do
+    not need it (they mirror the values). Costs one index entry per prompt and its upkeep on
+    every prompt write; SQLAlchemy's schema reflection skips expression indexes, so
+    ``afdb migrate --check`` does not report it as drift.
+    """
+    name = metadata_index_name(key)
+    with UnitOfWork(db, write=True) as uow:
+        uow.execute(
+            f"CREATE INDEX IF NOT EXISTS {name} ON prompts (json_extract(metadata, '$.{key}'))",
+            (),
+            kind="ddl",
+        )
+        uow.commit()
+    return name
+
+
+def indexed_metadata_keys(db: Database) -> frozenset[str]:
+    """Metadata keys with an expression index on prompts (see :func:`ensure_metadata_index`)."""
+    with UnitOfWork(db) as uow:
+        rows = uow.fetchall(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'prompts' "
+            "AND sql LIKE '%json_extract(metadata, %'"
+        )
+    return frozenset(m.group(1) for (sql,) in rows if (m := _META_INDEX_SQL.search(str(sql))))
 
 
 def filter_sql(flt: Filter, alias: str = "p") -> tuple[str, list[Any]]:
@@ -318,6 +362,7 @@ class _Totals:
     prompts: int
     sample: str
     sampled: int  # how many of the sampled rowids exist
+    keys: frozenset[str]  # metadata keys with an expression index
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,9 +391,11 @@ class LibsqlIndex:
         exact_max: int = EXACT_MAX,
         margin: float = MARGIN,
         strategy: Literal["auto", "exact", "ann"] = "auto",
+        metadata_keys: Sequence[str] = (),
     ) -> None:
         """``strategy`` other than auto forces a path (benchmarks, tests, debugging): ``ann``
-        over-fetches search_l candidates with no fallback (unless k > search_l)."""
+        over-fetches search_l candidates with no fallback (unless k > search_l).
+        ``metadata_keys``: hot keys to give an expression index (with ``create``)."""
         _check_driver(db)
         if strategy not in ("auto", "exact", "ann"):
             raise InvalidInput(f"unknown strategy {strategy!r}", hint="auto, exact or ann")
@@ -362,6 +409,8 @@ class LibsqlIndex:
         self.margin = margin
         if create:
             ensure_index(db, model, options)
+            for key in metadata_keys:
+                ensure_metadata_index(db, key)
         self.options = self._read_options()
         self._unlinked = guard_tables(self.table)[0]
         self._check_guard()
@@ -424,7 +473,8 @@ class LibsqlIndex:
                 "SELECT count(*) FROM prompts WHERE rowid IN (SELECT value FROM json_each(?))",
                 (sample,),
             )
-        totals = _Totals(now, vectors, prompts, sample, int(hit[0]))
+        keys = indexed_metadata_keys(self.db)
+        totals = _Totals(now, vectors, prompts, sample, int(hit[0]), keys)
         self._counts = totals
         return totals
 
@@ -452,7 +502,7 @@ class LibsqlIndex:
             else:
                 where, params = filter_sql(flt)
                 query_ = _Query(uow, blob, k, where, params)
-                hits = self._filtered(query_, totals, indexed=_indexed_only(flt))
+                hits = self._filtered(query_, totals, indexed=_indexed_only(flt, totals.keys))
         with self._lock:
             self._strategies[hits.strategy] += 1
         return hits

@@ -2,17 +2,19 @@
 
 :class:`Rows` keeps one row per indexed prompt: its float32 vector (the exact re-rank and the
 exact scans read it), its stable ``num``, and the filter columns copied from ``prompts`` (status
-code, owner as a small integer, ``created_at`` in ms). Filters on those columns are numpy masks
-(microseconds); metadata-key filters are evaluated in SQL (:func:`filter_sql`), the one place
-that turns a :class:`~autoforge_data.vector.base.Filter` into a WHERE clause, shared with the
-keyword search so both read a filter the same way.
+code, owner as a small integer, ``created_at`` in ms) and, for the metadata keys searches have
+filtered on, the key's value as a small integer code (``json_extract`` done by SQL, so the mirror
+compares values exactly as SQL's ``=`` does). Filters on those columns are numpy masks
+(microseconds). :func:`filter_sql` is the one place that turns a
+:class:`~autoforge_data.vector.base.Filter` into a WHERE clause, shared with the keyword search
+and the re-check of results, so every path reads a filter the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -25,13 +27,11 @@ from autoforge_data.vector.store import ModelRow
 STATUS_CODES = {name: code for code, name in enumerate(FILTER_STATUSES)}
 NO_STATUS = -1  # a row whose prompt row was not (yet) seen: never matches a status filter
 SQL_BATCH = 500  # nums per IN (...) list
+META_PAGE = 5_000  # prompts per page when the whole filter mirror is read
+NO_VALUE = -1  # code of a row without the metadata key (or not yet seen): never matches
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MetaRow = tuple[int, str, str, int]  # num, status, owner_id, created ms
-
-_META_SQL = (
-    "SELECT k.num, p.status, p.owner_id, p.created_at "
-    "FROM prompt_keys k JOIN prompts p ON p.id = k.prompt_id"
-)
+MetaValue = str | int | float | None  # what json_extract returns for a scalar (or JSON text)
+MetaRow = tuple[int, str, str, int, tuple[MetaValue, ...]]  # num, status, owner, ms, key values
 
 
 # --- time bounds ----------------------------------------------------------------------------------
@@ -124,18 +124,57 @@ def _batches(items: Sequence[Any], size: int = SQL_BATCH) -> Iterable[Sequence[A
         yield items[start : start + size]
 
 
-def meta_rows(db: Database, nums: Sequence[int] | None = None) -> list[MetaRow]:
-    """Filter columns of some prompts (all when ``nums`` is None), in one query per batch."""
-    raw: list[Any] = []
+def _meta_sql(keys: Sequence[str]) -> str:
+    """The filter-column query, plus one ``json_extract`` per mirrored metadata key."""
+    for key in keys:
+        Filter(metadata={key: ""})  # validates the key: letters, digits, _ (inlined below)
+    extra = "".join(f", json_extract(p.metadata, '$.{key}')" for key in keys)
+    return (
+        f"SELECT k.num, p.status, p.owner_id, p.created_at{extra} "
+        "FROM prompt_keys k JOIN prompts p ON p.id = k.prompt_id"
+    )
+
+
+def meta_rows(
+    db: Database, nums: Sequence[int] | None = None, keys: Sequence[str] = ()
+) -> list[MetaRow]:
+    """Filter columns (and the values of metadata ``keys``) of some prompts (all when ``nums``
+    is None). All prompts are read in pages of num order, so the Python objects alive at once
+    stay few (a 50k-prompt load otherwise leaves ~20 MB of freed heap behind)."""
+    sql = _meta_sql(keys)
+    out: list[MetaRow] = []
     with UnitOfWork(db) as uow:
         if nums is None:
-            raw = uow.fetchall(_META_SQL)
+            last = -1
+            while page := uow.fetchall(
+                f"{sql} WHERE k.num > ? ORDER BY k.num LIMIT ?", (last, META_PAGE)
+            ):
+                out += _meta_tuples(page)
+                last = int(page[-1][0])
         else:
             for chunk in _batches(list(nums)):
                 marks = ",".join("?" * len(chunk))
-                raw += uow.fetchall(f"{_META_SQL} WHERE k.num IN ({marks})", tuple(chunk))
+                out += _meta_tuples(uow.fetchall(f"{sql} WHERE k.num IN ({marks})", tuple(chunk)))
+    return out
+
+
+def _meta_tuples(raw: Sequence[Any]) -> list[MetaRow]:
     created = parse_created([str(r[3]) for r in raw]) if raw else np.empty(0, np.int64)
-    return [(int(r[0]), str(r[1]), str(r[2]), int(c)) for r, c in zip(raw, created, strict=True)]
+    return [
+        (int(r[0]), str(r[1]), str(r[2]), int(c), tuple(r[4:]))
+        for r, c in zip(raw, created.tolist(), strict=True)
+    ]
+
+
+def metadata_covered(db: Database) -> bool:
+    """True if the filter journal trigger records metadata changes (migration 0004 and later):
+    only then can a mirror of metadata values be kept current from the journal."""
+    with UnitOfWork(db) as uow:
+        row = uow.fetchone(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?",
+            ("trg_prompts_filter_journal",),
+        )
+    return row is not None and "metadata" in str(row[0]).split(" ON ")[0]
 
 
 def stored_versions(
@@ -196,8 +235,24 @@ def stale_count(db: Database, model: ModelRow) -> int:
 # --- the rows ------------------------------------------------------------------------------------
 
 
+class VectorOwner(Protocol):
+    """Storage that owns the vectors of the rows (the ANN graph): row i is its vector i."""
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Append vectors."""
+
+    def matrix(self) -> np.ndarray:
+        """The stored vectors as an (n, d) float32 view."""
+
+
 class Rows:
     """Vectors, nums and filter columns aligned by row; deleted rows are tombstones until compacted.
+
+    The vectors are a numpy matrix of their own, or (:meth:`adopt`) a view of the storage of an
+    ANN graph that holds row i as its vector i: then they exist once in memory, a changed vector
+    is a new row (the old one a tombstone, as the graph cannot change a vector in place), and
+    :meth:`compact` or :meth:`detach` take a copy back. Nums of -1 (from a snapshot) are rows
+    that were tombstones when it was saved.
 
     Not thread-safe: the owning index serialises access with its lock.
     """
@@ -208,17 +263,21 @@ class Rows:
         n = len(nums)
         self.n = n  # rows in use (live + tombstones)
         self.vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.owner_of_vecs: VectorOwner | None = None
         self.nums = np.array(nums, dtype=np.int64)
-        self.alive = np.ones(n, dtype=bool)
+        self.alive = self.nums >= 0
         self.status = np.full(n, NO_STATUS, dtype=np.int8)
         self.owner = np.full(n, -1, dtype=np.int32)
         self.created = np.zeros(n, dtype=np.int64)
         self.sqnorm = self._sqnorms(self.vecs) if metric == "l2" else None
         self.owners: dict[str, int] = {}
-        self.dead = 0
+        # mirrored metadata keys: per key, a code per row and the code of each value seen
+        self.keys: dict[str, tuple[np.ndarray, dict[MetaValue, int]]] = {}
+        self.dead = n - int(np.count_nonzero(self.alive))
         top = int(self.nums.max()) + 1 if n else 1
         self.pos = np.full(max(top, 1024), -1, dtype=np.int64)
-        self.pos[self.nums] = np.arange(n, dtype=np.int64)
+        live_rows = np.flatnonzero(self.alive)
+        self.pos[self.nums[live_rows]] = live_rows
         if metric == "cosine" and n:
             self.vecs = _unit_rows(self.vecs)
 
@@ -242,6 +301,22 @@ class Rows:
         out[ok] = self.pos[nums[ok]]
         return out
 
+    def adopt(self, owner: VectorOwner) -> None:
+        """Use ``owner``'s storage as the vectors (it holds rows 0..n-1 in order)."""
+        view = owner.matrix()
+        if view.shape != (self.n, self.dimension):
+            raise ValueError(f"storage holds {view.shape}, the rows are {self.n}")
+        self.owner_of_vecs = owner
+        self.vecs = view
+
+    def detach(self) -> None:
+        """Take the vectors back into a matrix of our own (the owner may then go)."""
+        if self.owner_of_vecs is None:
+            return
+        own = np.zeros((len(self.nums), self.dimension), dtype=np.float32)
+        own[: self.n] = self.vecs[: self.n]
+        self.vecs, self.owner_of_vecs = own, None
+
     def upsert(self, num: int, vector: Vector) -> bool:
         """Set the vector of ``num``; True if it is a new row."""
         vec = np.asarray(vector, dtype=np.float32)
@@ -249,17 +324,25 @@ class Rows:
             vec = _unit_rows(vec[None, :])[0]
         row = self.row_of(num)
         new = row < 0
-        if new:
+        owner = self.owner_of_vecs
+        if owner is not None:  # the graph cannot change a vector: tombstone, then a new row
+            if not new:
+                self.delete(num)
             row = self._append(num)
-        elif not self.vecs.flags.writeable:  # a read-only view of a snapshot: copy on first write
-            self.vecs = np.array(self.vecs)
-        self.vecs[row] = vec
+            owner.add(vec[None, :])
+            self.vecs = owner.matrix()
+        else:
+            if new:
+                row = self._append(num)
+            elif not self.vecs.flags.writeable:  # a read-only view of a snapshot: copy it
+                self.vecs = np.array(self.vecs)
+            self.vecs[row] = vec
         if self.sqnorm is not None:
             self.sqnorm[row] = float(vec @ vec)
         return new
 
     def _append(self, num: int) -> int:
-        if self.n == len(self.vecs):
+        if self.n == len(self.nums):
             self._grow(self.n + max(1024, self.n // 8))
         if num >= len(self.pos):
             grown = np.full(max(num + 1, len(self.pos) * 2), -1, dtype=np.int64)
@@ -272,6 +355,8 @@ class Rows:
         self.status[row] = NO_STATUS
         self.owner[row] = -1
         self.created[row] = 0
+        for codes, _ in self.keys.values():
+            codes[row] = NO_VALUE
         self.pos[num] = row
         return row
 
@@ -281,7 +366,8 @@ class Rows:
             out[: self.n] = arr[: self.n]
             return out
 
-        self.vecs = grown(self.vecs, 0.0)
+        if self.owner_of_vecs is None:
+            self.vecs = grown(self.vecs, 0.0)
         self.nums = grown(self.nums, -1)
         self.alive = grown(self.alive, False)
         self.status = grown(self.status, NO_STATUS)
@@ -289,6 +375,7 @@ class Rows:
         self.created = grown(self.created, 0)
         if self.sqnorm is not None:
             self.sqnorm = grown(self.sqnorm, 0.0)
+        self.keys = {k: (grown(c, NO_VALUE), v) for k, (c, v) in self.keys.items()}
 
     def delete(self, num: int) -> bool:
         """Tombstone the row of ``num``; True if there was one."""
@@ -301,13 +388,15 @@ class Rows:
         return True
 
     def compact(self) -> None:
-        """Drop tombstones (rows move; nums do not)."""
+        """Drop tombstones (rows move; nums do not); the vectors become a matrix of our own."""
         keep = np.flatnonzero(self.alive[: self.n])
         self.vecs = np.ascontiguousarray(self.vecs[keep])
+        self.owner_of_vecs = None
         for name in ("nums", "alive", "status", "owner", "created"):
             setattr(self, name, getattr(self, name)[keep].copy())
         if self.sqnorm is not None:
             self.sqnorm = self.sqnorm[keep].copy()
+        self.keys = {k: (c[keep].copy(), v) for k, (c, v) in self.keys.items()}
         self.n = len(keep)
         self.dead = 0
         self.pos[:] = -1
@@ -320,25 +409,50 @@ class Rows:
             return self.nums[: self.n], self.vecs[: self.n]
         return self.nums[: self.n][keep], self.vecs[: self.n][keep]
 
-    def set_meta(self, rows: Iterable[MetaRow]) -> None:
-        """Copy filter columns for the nums that have a row (others are ignored)."""
-        for num, status, owner, created in rows:
+    def saved_nums(self) -> Nums:
+        """Every row's num, -1 for tombstones (saved with a graph that still holds them)."""
+        return np.where(self.alive[: self.n], self.nums[: self.n], -1)
+
+    def set_meta(self, rows: Iterable[MetaRow], keys: Sequence[str] = ()) -> None:
+        """Copy filter columns for the nums that have a row (others are ignored); the values
+        at the end of each row are those of metadata ``keys`` (mirrored ones are kept)."""
+        columns = [(i, self.keys[k]) for i, k in enumerate(keys) if k in self.keys]
+        for num, status, owner, created, values in rows:
             row = self.row_of(num)
             if row < 0:
                 continue
             self.status[row] = STATUS_CODES.get(status, NO_STATUS)
             self.owner[row] = self.owners.setdefault(owner, len(self.owners))
             self.created[row] = created
+            for i, (codes, known) in columns:
+                codes[row] = _code(known, values[i])
+
+    def track(self, keys: Sequence[str]) -> None:
+        """Start mirroring metadata ``keys`` (no value known yet: fill them with set_meta)."""
+        for key in keys:
+            if key not in self.keys:
+                self.keys[key] = (np.full(len(self.nums), NO_VALUE, dtype=np.int32), {})
+
+    def mirrors(self, flt: Filter) -> bool:
+        """True if every metadata key of the filter is mirrored (the mask needs no SQL)."""
+        return all(key in self.keys for key in flt.metadata)
 
     def mask(self, flt: Filter, allowed: Nums | None = None) -> np.ndarray:
-        """Bool per row (length ``n``): live and allowed by ``flt`` (``allowed``: nums from SQL)."""
+        """Bool per row (length ``n``): live and allowed by ``flt`` (``allowed``: nums from SQL,
+        given when the filter has metadata keys that are not mirrored)."""
         n = self.n
         mask = self.alive[:n].copy()
-        if allowed is not None:  # SQL evaluated the whole filter (metadata keys present)
+        if allowed is not None:  # SQL evaluated the whole filter
             sel = np.zeros(n, dtype=bool)
             rows = self.rows_of(allowed)
             sel[rows[rows >= 0]] = True
             return mask & sel
+        for key, value in flt.metadata.items():
+            codes, known = self.keys[key]
+            code = known.get(int(value) if isinstance(value, bool) else value)
+            if code is None:  # no prompt has this value
+                return np.zeros(n, dtype=bool)
+            mask &= codes[:n] == code
         if flt.status is not None:
             column = self.status[:n]
             sel = column == STATUS_CODES[flt.status[0]]  # np.isin cost ~440 µs at 50k, this ~2 µs
@@ -370,12 +484,24 @@ class Rows:
         ]
         if self.sqnorm is not None:
             arrays.append(self.sqnorm)
+        arrays += [codes for codes, _ in self.keys.values()]
         return sum(a.nbytes for a in arrays)
+
+
+def _code(known: dict[MetaValue, int], value: MetaValue) -> int:
+    """The code of a metadata value (new values get the next one). Python's ``==`` on str, int
+    and float agrees with SQL's ``=`` on json_extract results (1 == 1.0, '1' != 1)."""
+    if value is None:
+        return NO_VALUE
+    code = known.get(value)
+    if code is None:
+        code = known[value] = len(known)
+    return code
 
 
 def _unit_rows(vecs: np.ndarray) -> np.ndarray:
     """Rows scaled to length 1 (zero rows stay zero); a copy only when a row needs scaling."""
-    norms = np.linalg.norm(vecs, axis=1)
+    norms = np.sqrt(np.einsum("ij,ij->i", vecs, vecs))  # no (n, d) temporary, unlike norm()
     if np.allclose(norms, 1.0, atol=1e-4):
         return vecs
     safe = np.where(norms > 0, norms, 1.0).astype(np.float32)

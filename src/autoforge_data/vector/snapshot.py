@@ -4,7 +4,8 @@ Layout under ``<data_dir>/<profile>.index/<model-slug>/``::
 
     CURRENT                 the name of the snapshot in use (replaced atomically: the commit point)
     .lock                   flock: shared while a snapshot is read, exclusive while one is written
-    snap-<seq>-<token>/     meta.json, nums.npy, vectors.npy and, with an ANN index, ann.usearch
+    snap-<seq>-<token>/     meta.json, nums.npy and either vectors.npy or, with an ANN index,
+                            ann.faiss (the graph with the vectors it stores: each held once)
 
 A new snapshot is written to a temporary folder (files 0600, fsynced), renamed, and only then named
 in CURRENT; older snapshots are deleted afterwards. A crash at any point leaves the previous
@@ -34,19 +35,20 @@ from autoforge_data.fsutil import atomic_write, ensure_private_dir, fsync_dir
 from autoforge_data.vector.base import Nums
 from autoforge_data.vector.store import ModelRow
 
-FORMAT = 1
-ANN_FILE = "ann.usearch"
+FORMAT = 2  # 1: usearch graph + vectors.npy (read as "not a known format": rebuilt)
+ANN_FILE = "ann.faiss"
 T = TypeVar("T")
 
 
 @dataclass
 class Snapshot:
-    """A verified snapshot: vectors are a copy-on-write memory map of the file."""
+    """A verified snapshot: vectors (None when the ANN file holds them) are a copy-on-write
+    memory map of the file; nums of -1 are rows that were tombstones in the saved graph."""
 
     folder: Path
     info: dict[str, Any]
     nums: Nums
-    vectors: np.ndarray
+    vectors: np.ndarray | None
     ann: Any  # whatever the caller's ``load_ann`` returned (None without an ANN file)
 
     @property
@@ -89,16 +91,20 @@ def write_snapshot(
     root: Path,
     info: dict[str, Any],
     nums: Nums,
-    vectors: np.ndarray,
+    vectors: np.ndarray | None,
     save_ann: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write a snapshot and make it current; returns its folder. ``info`` must hold ``seq``."""
+    """Write a snapshot and make it current; returns its folder. ``info`` must hold ``seq``;
+    give ``vectors`` or ``save_ann`` (whose file then holds them)."""
+    if (vectors is None) == (save_ann is None):
+        raise ValueError("a snapshot holds either vectors.npy or an ANN file with the vectors")
     with _locked(root, fcntl.LOCK_EX):
         token = secrets.token_hex(4)
         tmp = ensure_private_dir(root / f".tmp-{token}")
         try:
             _save_npy(tmp / "nums.npy", np.asarray(nums, dtype=np.int64))
-            _save_npy(tmp / "vectors.npy", np.asarray(vectors, dtype=np.float32))
+            if vectors is not None:
+                _save_npy(tmp / "vectors.npy", np.asarray(vectors, dtype=np.float32))
             if save_ann is not None:
                 ann = tmp / ANN_FILE
                 save_ann(ann)
@@ -152,15 +158,19 @@ def read_snapshot(
                 raise Corrupt(f"snapshot is for {key}={info.get(key)!r}, not {value!r}")
         _check_files(folder, info)
         count = int(info["count"])
+        vectors = None
         try:
             nums = np.load(folder / "nums.npy", allow_pickle=False)
-            vectors = np.load(folder / "vectors.npy", mmap_mode="c", allow_pickle=False)
+            if "vectors.npy" in info["files"]:
+                vectors = np.load(folder / "vectors.npy", mmap_mode="c", allow_pickle=False)
         except (OSError, ValueError) as exc:
             raise Corrupt(f"snapshot arrays unreadable: {exc}") from None
-        if nums.shape != (count,) or vectors.shape != (count, int(info["dimension"])):
-            raise Corrupt(f"snapshot arrays have shapes {nums.shape}, {vectors.shape}")
-        if vectors.dtype != np.float32 or nums.dtype != np.int64:
-            raise Corrupt("snapshot arrays have the wrong types")
+        if nums.shape != (count,) or nums.dtype != np.int64:
+            raise Corrupt(f"snapshot nums have shape {nums.shape} and type {nums.dtype}")
+        if vectors is not None and (
+            vectors.shape != (count, int(info["dimension"])) or vectors.dtype != np.float32
+        ):
+            raise Corrupt(f"snapshot vectors have shape {vectors.shape}, type {vectors.dtype}")
         ann = None
         if load_ann is not None and ANN_FILE in info["files"]:
             ann = load_ann(folder / ANN_FILE, count)
@@ -182,8 +192,12 @@ def _read_meta(folder: Path) -> dict[str, Any]:
 
 def _check_files(folder: Path, info: dict[str, Any]) -> None:
     files = info["files"]
-    if not isinstance(files, dict) or not {"nums.npy", "vectors.npy"} <= set(files):
-        raise Corrupt("snapshot meta.json lists no arrays")
+    if (
+        not isinstance(files, dict)
+        or "nums.npy" not in files
+        or ("vectors.npy" in files) == (ANN_FILE in files)
+    ):
+        raise Corrupt("snapshot meta.json lists no vectors (or two copies)")
     for fname, want in files.items():
         path = folder / str(fname)
         try:
