@@ -154,16 +154,21 @@ def test_backup_component_rules() -> None:
     assert health.backup_component(none, None, expected=False)["status"] == "ok"
 
 
-def test_schema_behind_is_503(tmp_path: Path) -> None:
-    """A database behind the code's migrations is not ready, and the body says why."""
+def test_schema_behind_is_503_until_migrated(tmp_path: Path) -> None:
+    """A database behind the code's migrations is not ready (the body says why); once
+    migrated it is; live answers throughout, and / still gives JSON to non-browsers."""
+    from autoforge_data.api.app import create_app
+    from autoforge_data.db import migrate
+
     settings = settings_for("embedded", tmp_path)
-    with Database(settings) as db, TestClient(_bare_app(settings, db)) as client:
+    with Database(settings) as db, TestClient(create_app(settings, db=db)) as client:
+        assert client.get("/health/live").json() == {"status": "ok"}
+        assert client.get("/").json()["links"]["ready"] == "/health/ready"
         r = client.get("/health/ready")
         assert r.status_code == 503
         assert r.json()["checks"]["database"]["reason"] == "schema_behind"
-
-
-def _bare_app(settings: object, db: Database) -> object:
-    from autoforge_data.api.app import create_app
-
-    return create_app(settings, db=db)  # type: ignore[arg-type]
+        migrate.upgrade(db)
+        r = client.get("/health/ready")
+        assert r.status_code == 200, r.text
+        assert r.json()["checks"]["database"]["migration"] == migrate.code_head()
+        assert str(tmp_path) not in r.text
