@@ -278,3 +278,28 @@ def test_generated_secrets_work_with_real_servers(
         health.get("afdb:probe")
     with pytest.raises(redis.exceptions.AuthenticationError):
         redis.Redis(port=server.port).get("afdb:probe")
+
+
+def test_prometheus_targets_resolve_in_the_stack() -> None:
+    """Every scrape target's host is a service or network alias, and the app serves its port."""
+    config_path = DEPLOY / "prometheus" / "prometheus.yml"
+    if not config_path.exists():
+        pytest.skip("deploy/prometheus/prometheus.yml has not landed yet")
+    services = _raw()["services"]
+    names = set(services)
+    for svc in services.values():
+        for net in (svc.get("networks") or {}).values():
+            names |= set((net or {}).get("aliases", []))
+    config = yaml.safe_load(config_path.read_text())
+    app_port = parse_env((DEPLOY / "app.env").read_text())["AFDB_PORT"]
+    for job in config["scrape_configs"]:
+        for static in job["static_configs"]:
+            for target in static["targets"]:
+                host, port = target.rsplit(":", 1)
+                assert host in names, target
+                if host == "app":
+                    assert port == app_port
+    rules = [(config_path.parent / r).name for r in config.get("rule_files", [])]
+    mounted = [v.split(":")[1] for v in services["prometheus"]["volumes"]]
+    for rule in rules:
+        assert f"/etc/prometheus/{rule}" in mounted, rule
