@@ -242,6 +242,28 @@ def _app_env(stack: Path, tmp: Path, sqld: Sqld, server: Redis) -> dict[str, str
     return env
 
 
+def test_healthchecks_work_against_real_servers(stack_servers: tuple[Sqld, Redis]) -> None:
+    """The compose healthcheck commands pass against live servers and fail against dead ones."""
+    sqld, server = stack_servers
+    services = _raw()["services"]
+    probe = services["sqld"]["healthcheck"]["test"]
+    assert probe[:3] == ["CMD", "bash", "-c"]
+    script = probe[3]
+    assert "127.0.0.1/8080" in script
+    redis_check = services["redis"]["healthcheck"]["test"]
+    assert redis_check[0] == "CMD-SHELL" and redis_check[1].startswith("redis-cli ")
+
+    def run(command: str) -> int:
+        return subprocess.run(["bash", "-c", command], timeout=20, check=False).returncode
+
+    redis_cmd = redis_check[1].replace("redis-cli ", "redis-cli -p {port} ", 1)
+    assert run(script.replace("127.0.0.1/8080", f"127.0.0.1/{sqld.port}")) == 0
+    assert run(redis_cmd.format(port=server.port)) == 0
+    closed = free_port()
+    assert run(script.replace("127.0.0.1/8080", f"127.0.0.1/{closed}")) != 0
+    assert run(redis_cmd.format(port=closed)) != 0
+
+
 def test_generated_secrets_work_with_real_servers(
     stack: Path, tmp_path: Path, stack_servers: tuple[Sqld, Redis]
 ) -> None:
