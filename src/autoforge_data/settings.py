@@ -1,6 +1,8 @@
 """Settings: one object, read once at the edge (CLI callback, app factory, Alembic env.py).
 
 Values come from the process environment, then ``.env.<profile>``, then ``.env`` (earlier wins).
+Encrypted env files (``.env.enc``, ``.env.<profile>.enc``) and a secrets directory
+(``AFDB_SECRETS_DIR``) add to these: see :mod:`autoforge_data.secrets` for the order.
 The profile is ``AFDB_ENV`` (dev, staging or prod; dev by default) and each profile has its own
 database. :meth:`Settings.load` also checks the combination of values and rejects an invalid one
 with a single clear :class:`~autoforge_data.errors.ConfigError`.
