@@ -167,12 +167,14 @@ def test_secrets_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     (sdir / "AFDB_AUTH_TOKEN").write_text("dir-token\n")
     (sdir / "AFDB_OPENAI_API_KEY").write_text("sk-dir")
     (sdir / "afdb_pool_size").write_text("6\n")
-    (tmp_path / ".env").write_text(f"AFDB_SECRETS_DIR={sdir}\n")
+    (sdir / "AFDB_CONNECT_TIMEOUT").write_text("9")
+    (tmp_path / ".env").write_text(f"AFDB_SECRETS_DIR={sdir}\nAFDB_CONNECT_TIMEOUT=3\n")
     monkeypatch.setenv("AFDB_OPENAI_API_KEY", "sk-env")
     s = Settings.load("dev", base_dir=tmp_path, data_dir=tmp_path / "data")
     assert s.auth_token is not None and s.auth_token.get_secret_value() == "dir-token"
     assert s.openai_api_key is not None and s.openai_api_key.get_secret_value() == "sk-env"
     assert s.pool_size == 6 and s.secrets_dir == sdir
+    assert s.connect_timeout == 3  # a .env file beats the secrets directory
     assert "dir-token" not in repr(s) and "dir-token" not in str(s.redacted())
 
 

@@ -14,7 +14,8 @@ volume): one file per setting, named like its variable (``AFDB_AUTH_TOKEN``), tr
 ignored.
 
 Precedence in :meth:`Settings.load`: explicit overrides, the process environment, the encrypted env
-files (profile file first), the secrets directory, ``.env.<profile>``, ``.env``, defaults.
+files (profile file first), ``.env.<profile>``, ``.env``, the secrets directory, defaults (the
+last three are pydantic-settings' own order).
 """
 
 from __future__ import annotations
