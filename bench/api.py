@@ -366,7 +366,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
 def main() -> None:
     """Run both setups and write bench/results/api.*."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=400)
+    parser.add_argument("--prompts", type=int, default=200)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--clients", type=int, default=50)

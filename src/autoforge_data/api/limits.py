@@ -5,13 +5,18 @@
 * The handlers give FastAPI's own errors (validation 422, routing 404/405, 413) the API's shape
   ``{"error": {"code", "message", "hint"}}``; an unexpected exception is a 500 with no internals.
 
-``install(app)`` wires both (one line in the app factory).
+* :func:`strict_query` (a router dependency) refuses unknown query parameters and a repeated
+  one where the route takes one value.
+
+``install(app)`` wires the first two (one line in the app factory).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import types
+from collections.abc import Iterator
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -148,3 +153,44 @@ def install(app: FastAPI) -> None:
         # the type only: an exception's text may carry a query, a path or a value
         log.error("unexpected %s in %s %s", type(exc).__name__, request.method, request.url.path)
         return error_response(500, "internal", "internal error", "see the server log")
+
+
+#: Query parameter prefixes a route accepts beyond its declared ones, by route path.
+EXTRA_QUERY_PREFIXES: dict[str, tuple[str, ...]] = {}
+
+
+def strict_query(request: Request) -> None:
+    """Refuse unknown query parameters (a typo is not silently ignored) and a repeated one where
+    the route takes one value (FastAPI alone would keep the last): both are 422."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    names = dict(_query_names(dependant))
+    extra = EXTRA_QUERY_PREFIXES.get(getattr(route, "path", ""), ())
+    for name in request.query_params:
+        if name not in names and not (extra and name.startswith(extra)):
+            _refuse(name, "unknown query parameter")
+        if not names.get(name, True) and len(request.query_params.getlist(name)) > 1:
+            _refuse(name, "give this parameter once")
+
+
+def _refuse(name: str, msg: str) -> None:
+    raise RequestValidationError([{"type": "query", "loc": ("query", name), "msg": msg}])
+
+
+def _query_names(dependant: Any) -> Iterator[tuple[str, bool]]:
+    """(name, takes several values) of every query parameter of a route and its dependencies."""
+    for param in dependant.query_params:
+        yield param.alias, _is_multi(param.field_info.annotation)
+    for sub in dependant.dependencies:
+        yield from _query_names(sub)
+
+
+def _is_multi(annotation: object) -> bool:
+    origin = get_origin(annotation)
+    if origin in (list, tuple, set, frozenset):
+        return True
+    if origin in (Union, types.UnionType, Annotated):
+        return any(_is_multi(a) for a in get_args(annotation))
+    return False

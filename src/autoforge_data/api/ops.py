@@ -1,4 +1,5 @@
-"""Operations over HTTP (admin keys only): cache stats and flush, search index stats and rebuild."""
+"""Operations over HTTP (admin keys only): cache stats and flush, search index stats and rebuild,
+backups (list, create). Bodies name backups, never their storage path or URL."""
 
 from __future__ import annotations
 
@@ -9,12 +10,12 @@ from fastapi import APIRouter, Query, Request
 
 from autoforge_data.api.auth import AdminKey
 from autoforge_data.api.deps import run_blocking
-from autoforge_data.api.schemas import Detail, FlushOut
-from autoforge_data.api.search import ERRORS, holder_of
+from autoforge_data.api.schemas import BackupIn, BackupOut, Detail, FlushOut
+from autoforge_data.api.search import ERRORS, SINGLE, holder_of
 from autoforge_data.cache import cache_stats, flush
-from autoforge_data.errors import InvalidInput
+from autoforge_data.errors import ConfigError, Conflict, InvalidInput
 
-router = APIRouter(prefix="/api/v1/ops", tags=["ops"], responses=ERRORS)
+router = APIRouter(prefix="/api/v1/ops", tags=["ops"], responses=ERRORS, dependencies=SINGLE)
 
 
 def _jsonable(value: Any) -> Any:
@@ -65,3 +66,42 @@ async def index_rebuild(request: Request, _key: AdminKey) -> dict[str, Any]:
     await run_blocking(request.app, rebuild)
     stats = await run_blocking(request.app, ctx.index.stats)
     return {"model": ctx.model.name, **_jsonable(stats)}
+
+
+def _backup_json(entry: Any) -> dict[str, Any]:
+    body = dict(entry.to_json())
+    body.pop("path", None)  # a path or bucket URL is deployment detail, not API data
+    return dict(_jsonable(body))
+
+
+@router.get("/backups", response_model=list[Detail])
+async def backups_list(request: Request, _key: AdminKey) -> list[dict[str, Any]]:
+    """Backups at AFDB_BACKUP_URL, newest last, with their verification state."""
+    from autoforge_data.ops.backup import list_backups
+
+    entries = await run_blocking(request.app, list_backups, request.app.state.settings)
+    return [_backup_json(e) for e in entries]
+
+
+@router.post("/backups", response_model=BackupOut, status_code=201)
+async def backups_create(request: Request, body: BackupIn, _key: AdminKey) -> BackupOut:
+    """Take an online backup now (signed manifest; encrypted when a key is configured)."""
+    from autoforge_data.ops.backup import BackupOptions, create_backup
+
+    options = BackupOptions(name=body.name)
+    options.check(request.app.state.settings)  # before any I/O
+    try:
+        info = await run_blocking(request.app, create_backup, request.app.state.db, options)
+    except ConfigError as exc:  # e.g. a remote database: not possible from this deployment
+        raise Conflict(exc.message, hint=exc.hint) from None
+    m = info.manifest
+    return BackupOut(
+        name=m.name,
+        created_at=m.created_at,
+        size_bytes=m.size_bytes,
+        raw_size_bytes=m.raw_size_bytes,
+        encrypted=m.encrypted,
+        compression=m.compression,
+        migration=m.migration,
+        seconds=round(info.seconds, 3),
+    )

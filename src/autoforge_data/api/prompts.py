@@ -28,10 +28,12 @@ from autoforge_data.api.schemas import (
     StatusIn,
     VersionOut,
 )
-from autoforge_data.api.search import ERRORS, holder_of
+from autoforge_data.api.search import ERRORS, SINGLE, holder_of
 from autoforge_data.services import prompts as svc
 
-router = APIRouter(prefix="/api/v1/prompts", tags=["prompts"], responses=ERRORS)
+router = APIRouter(
+    prefix="/api/v1/prompts", tags=["prompts"], responses=ERRORS, dependencies=SINGLE
+)
 Limit = Annotated[int, Query(ge=1, le=svc.MAX_PAGE)]
 Cursor = Annotated[str | None, Query(max_length=64)]
 

@@ -252,3 +252,22 @@ class FlushOut(BaseModel):
     """How many cache keys a flush deleted."""
 
     flushed: int
+
+
+class BackupIn(_In):
+    """A backup to take now (the name defaults to <profile>-<UTC time>)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=48)
+
+
+class BackupOut(BaseModel):
+    """A finished backup."""
+
+    name: str
+    created_at: str
+    size_bytes: int
+    raw_size_bytes: int
+    encrypted: bool
+    compression: str
+    migration: str | None
+    seconds: float

@@ -18,10 +18,11 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
 import anyio
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 
 from autoforge_data.api.auth import ReadKey
 from autoforge_data.api.deps import run_blocking
+from autoforge_data.api.limits import EXTRA_QUERY_PREFIXES, strict_query
 from autoforge_data.api.schemas import ErrorBody, Hit, SearchOut, Status
 from autoforge_data.errors import AfdbError, Unavailable
 from autoforge_data.services import search as svc
@@ -34,7 +35,8 @@ META_PREFIX = "meta."
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422, 503)
 }
-router = APIRouter(prefix="/api/v1", tags=["search"], responses=ERRORS)
+SINGLE = [Depends(strict_query)]
+router = APIRouter(prefix="/api/v1", tags=["search"], responses=ERRORS, dependencies=SINGLE)
 
 
 class _Stop(Exception):
@@ -197,6 +199,9 @@ def meta_filter(request: Request) -> dict[str, MetaValue]:
         if name.startswith(META_PREFIX):
             out[name[len(META_PREFIX) :]] = value
     return out
+
+
+EXTRA_QUERY_PREFIXES["/api/v1/search"] = (META_PREFIX,)
 
 
 @router.get("/search", response_model=SearchOut)

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Query, Request
 from autoforge_data.api.auth import ReadKey, WriteKey
 from autoforge_data.api.deps import run_blocking
 from autoforge_data.api.schemas import UserIn, UserOut, UserPage
-from autoforge_data.api.search import ERRORS
+from autoforge_data.api.search import ERRORS, SINGLE
 from autoforge_data.services import prompts as svc
 
-router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=ERRORS)
+router = APIRouter(prefix="/api/v1/users", tags=["users"], responses=ERRORS, dependencies=SINGLE)
 
 
 @router.post("", response_model=UserOut, status_code=201)

@@ -24,7 +24,7 @@ from autoforge_data.api.schemas import (
     VectorUpsert,
     VectorWrite,
 )
-from autoforge_data.api.search import ERRORS, holder_of
+from autoforge_data.api.search import ERRORS, SINGLE, holder_of
 from autoforge_data.cache import CacheAside
 from autoforge_data.db.engine import Database
 from autoforge_data.db.uow import UnitOfWork
@@ -36,7 +36,9 @@ from autoforge_data.vector.base import Filter, VectorIndex
 from autoforge_data.vector.embedders import content_hash
 from autoforge_data.vector.store import ModelRow, VectorStore, get_model
 
-router = APIRouter(prefix="/api/v1/vectors", tags=["vectors"], responses=ERRORS)
+router = APIRouter(
+    prefix="/api/v1/vectors", tags=["vectors"], responses=ERRORS, dependencies=SINGLE
+)
 
 
 def _vector(values: Sequence[float], model: ModelRow) -> np.ndarray:
