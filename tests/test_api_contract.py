@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -283,3 +284,23 @@ def test_strict_query_parameters(client: TestClient) -> None:
     _error(client.get(f"{V1}/search", params=[("q", "x"), ("k", "1"), ("k", "5")]), 422)
     ok = client.get(f"{V1}/search", params=[("q", "x"), ("status", "draft"), ("status", "active")])
     assert ok.status_code == 200
+
+
+def test_concurrent_writes_are_all_searchable(client: TestClient) -> None:
+    """Writes answered concurrently (their embeddings batched) are each found right after."""
+    owner = _user(client)["id"]
+    words = ["zq" + uuid.uuid4().hex[:8] for _ in range(12)]
+    made: dict[str, str] = {}
+
+    def create(word: str) -> None:
+        made[word] = _prompt(client, owner, content=f"about {word} only")["id"]
+
+    threads = [threading.Thread(target=create, args=(w,)) for w in words]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(made) == len(words)
+    for word, pid in made.items():
+        hits = client.get(f"{V1}/search", params={"q": f"about {word} only", "mode": "vector"})
+        assert hits.json()["items"][0]["prompt_id"] == pid

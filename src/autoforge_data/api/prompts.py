@@ -1,8 +1,8 @@
 """Prompts over HTTP: create, get, edit (a new version), status, list, history, evaluations.
 
 Writes of prompt text are indexed for search right after their commit and before the response
-(in a thread of the search component's own limiter, so embedding never holds a database thread):
-a search made after the response finds them.
+(by the search component's indexing thread, batched with other requests' writes; embedding
+never holds a database thread): a search made after the response finds them.
 """
 
 from __future__ import annotations

@@ -9,15 +9,17 @@ Routes that write prompts call :meth:`SearchHolder.index` so search finds them a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
+import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Literal
 
-import anyio
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 
 from autoforge_data.api.auth import ReadKey
@@ -55,9 +57,9 @@ class SearchHolder:
         self._thread: threading.Thread | None = None
         self._failed_at = 0.0
         self._stopping = threading.Event()
-        # embedding after a write runs here, not on the database limiter: a burst of writes
-        # cannot take every database thread while the model works (2 = cores we expect)
-        self.embed_limiter = anyio.CapacityLimiter(2)
+        # embedding after a write runs in one thread of its own, not on the database limiter,
+        # and embeds what concurrent writes queued meanwhile in one batch (see _IndexBatcher)
+        self.batcher = _IndexBatcher(self.index)
 
     def start(self) -> None:
         """Open the context in a background thread (if not open or opening already)."""
@@ -156,12 +158,15 @@ class SearchHolder:
             log.warning("indexing after a write failed: %s", exc.one_line())
 
     async def index_async(self, prompt_ids: Sequence[str]) -> None:
-        """:meth:`index` in a worker thread bounded by the embedding limiter."""
-        await anyio.to_thread.run_sync(self.index, prompt_ids, limiter=self.embed_limiter)
+        """Index after a write, batched with other requests' writes; returns once embedded."""
+        if self.ctx is None or self.ctx.embedder is None:
+            return  # nothing loaded yet: the catch-up embeds it
+        await self.batcher.submit(prompt_ids)
 
     def close(self) -> None:
-        """Stop the catch-up, close every context."""
+        """Stop the batcher and the catch-up, close every context."""
         self._stopping.set()
+        self.batcher.close()
         thread = self._thread
         if thread is not None:
             thread.join(timeout=30)
@@ -173,6 +178,65 @@ class SearchHolder:
                 ctx.close()
             except AfdbError as exc:
                 log.warning("closing the search index failed: %s", exc.one_line())
+
+
+class _IndexBatcher:
+    """One thread that embeds prompts written by concurrent requests: what queues while a batch
+    embeds goes into the next batch (MiniLM embeds 32 texts far faster than 32 single calls)."""
+
+    MAX_BATCH = 64
+
+    def __init__(self, index: Callable[[Sequence[str]], None]) -> None:
+        self._index = index
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    async def submit(self, prompt_ids: Sequence[str]) -> None:
+        """Queue ids and wait (without holding a thread) until their batch is done."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._ensure_thread()
+        self._queue.put((list(prompt_ids), loop, done))
+        await done
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="afdb-index", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while (first := self._queue.get()) is not None:
+            jobs = [first]
+            with contextlib.suppress(queue.Empty):
+                while len(jobs) < self.MAX_BATCH:
+                    job = self._queue.get_nowait()
+                    if job is None:
+                        self._queue.put(None)  # stop after this batch
+                        break
+                    jobs.append(job)
+            try:
+                self._index([pid for ids, _, _ in jobs for pid in ids])
+            except Exception as exc:  # a write's answer must not fail because indexing did
+                log.error("indexing a batch failed: %s", type(exc).__name__)
+            for _, loop, done in jobs:
+                loop.call_soon_threadsafe(_resolve, done)
+
+    def close(self) -> None:
+        """Finish queued batches, then stop the thread."""
+        self._queue.put(None)
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=30)
+
+
+_Job = tuple[list[str], asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+
+
+def _resolve(done: asyncio.Future[None]) -> None:
+    if not done.done():  # the request may have been cancelled meanwhile
+        done.set_result(None)
 
 
 @asynccontextmanager
