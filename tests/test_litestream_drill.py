@@ -26,8 +26,9 @@ After the last round the writer is killed, Litestream is given time to read the 
 stopped with SIGTERM (its final sync pushes what it read): the restore must then hold every
 acknowledged transaction. Killed processes are restarted for the next round on the same
 database and replica. ``DRILL_ROUNDS`` (default 30: 59-67 s on this 2-core machine under the
-other engineers' load, ~2 s a round) and ``DRILL_SEED`` change the run. The sensitivity arm hangs Litestream (SIGSTOP) for 4 s before the
-kill: the same check must report acknowledged writes lost outside the window.
+other engineers' load, ~2 s a round) and ``DRILL_SEED`` change the run. The sensitivity arm
+hangs Litestream (SIGSTOP) for 4 s before the kill: the same check must report acknowledged
+writes lost outside the window.
 """
 
 from __future__ import annotations
