@@ -136,8 +136,10 @@ def test_auth_policy(tmp_path: Path) -> None:
     assert not auth_required(settings_for("embedded", tmp_path, host="10.0.0.1", api_auth="off"))
 
 
-def test_http_401_403_and_scopes(edb: Database) -> None:
-    """No or a bad key: 401 with WWW-Authenticate; read key on a write route: 403; write: 201."""
+def test_http_401_403_and_scopes(edb: Database, caplog: pytest.LogCaptureFixture) -> None:
+    """No or a bad key: 401 with WWW-Authenticate; read key on a write route: 403; write: 201;
+    no key appears in any log record."""
+    caplog.set_level("DEBUG")
     prepare(edb)
     settings = edb.settings.model_copy(update={"api_auth": "required"})
     read = apikeys.create_key(edb, "r", "read").secret
@@ -159,3 +161,5 @@ def test_http_401_403_and_scopes(edb: Database) -> None:
         ops = client.get("/api/v1/ops/cache", headers={"Authorization": f"Bearer {write}"})
         assert ops.status_code == 403
         assert client.get("/health/live").status_code == 200  # health needs no key
+    for secret in (read, write):
+        assert secret not in caplog.text and secret[31:] not in caplog.text
