@@ -12,11 +12,17 @@ branch prod three times. For every branch:
 
 Sensitivity arm: a plain copy of the main file while the writer runs (what the seed did) must
 miss acknowledged transactions (they sit in the WAL), so the same check fails for it.
+
+Crashes: a worker forked from one warm process creates anonymized branches in a loop and is
+SIGKILLed at a random moment, 8 times; every file with a final name must pass the libSQL
+integrity check and hold no prod text, and half-made files are cleaned up by the next run.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -195,3 +201,78 @@ def test_the_ack_log_check_accepts_a_whole_prefix_only() -> None:
     assert prefix_violations({1: 50}, {1, 2}, {1, 2}) != []
     assert prefix_violations({1: 50, 2: 50, 3: 50, 4: 50}, {1}, {1, 2}) != []
     assert prefix_violations({1: 50, 3: 50}, {1}, {1, 2, 3}) != []
+
+
+FORKER = """
+import os
+import sys
+from pathlib import Path
+from autoforge_data.ops.branch import BranchOptions, create_branch
+from autoforge_data.settings import Settings
+
+base = Path(sys.argv[1])
+prod = Settings.load("prod", base_dir=base, data_dir=base / "data")
+print("ready", flush=True)
+for line in sys.stdin:
+    first = int(line)
+    pid = os.fork()  # the imports are paid once; each round's worker is a fresh fork
+    if pid == 0:
+        i = first
+        while True:
+            create_branch(prod, BranchOptions(f"k{i}", anonymize=True, drop_content=True))
+            print(f"done k{i}", flush=True)
+            i += 1
+    print(f"pid {pid}", flush=True)
+    os.waitpid(pid, 0)
+    print("reaped", flush=True)
+"""
+
+
+def test_sigkill_during_branch_creation_never_leaves_a_bad_final_file(tmp_path: Path) -> None:
+    """SIGKILL at random moments of `create` (8 rounds): every final-named file is whole, clean."""
+    import random
+
+    from autoforge_data.ops.branch import list_branches, remove_stale_partials
+    from autoforge_data.ops.snapshot import integrity_check
+    from autoforge_data.services import prompts as svc
+
+    prod = Settings.load("prod", base_dir=tmp_path, data_dir=tmp_path / "data")
+    with Database(prod) as db:
+        migrate.upgrade(db)
+        user = svc.create_user(db, "victim.private@corp.example", "victim")
+        svc.import_prompts(db, user.id, [(f"t{i}", "secret words " * 40) for i in range(1000)])
+    folder = tmp_path / "data" / "branches"
+    rng = random.Random(7)
+    killed_mid_create = 0
+    forker = subprocess.Popen(
+        [sys.executable, "-c", FORKER, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    assert forker.stdin is not None
+    assert forker.stdout is not None
+    try:
+        assert forker.stdout.readline() == b"ready\n"
+        for round_ in range(8):
+            forker.stdin.write(f"{round_ * 100}\n".encode())
+            forker.stdin.flush()
+            pid = int(forker.stdout.readline().split()[1])
+            time.sleep(rng.uniform(0.05, 2.5))
+            os.kill(pid, signal.SIGKILL)
+            done = 0
+            while (line := forker.stdout.readline()) not in (b"reaped\n", b""):
+                done += line.startswith(b"done")
+            killed_mid_create += int(done == 0)
+            for path in folder.glob("*.db"):
+                integrity_check(path)
+                assert b"victim" not in path.read_bytes()
+                assert b"secret words" not in path.read_bytes()
+    finally:
+        forker.kill()
+        forker.wait(timeout=10)
+    remove_stale_partials(folder)
+    assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]
+    assert all(r.status in ("ok", "unrecorded") for r in list_branches(prod))
+    assert list(folder.glob("*.db")), "no create finished: the final-name check never ran"
+    assert killed_mid_create > 0  # some kills landed inside a create, not between two
