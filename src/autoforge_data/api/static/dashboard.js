@@ -138,6 +138,10 @@
   }
 
   function poll() {
+    if (document.hidden) {  // a background tab costs the server nothing
+      setTimeout(poll, refreshMs);
+      return;
+    }
     fetch("/api/v1/stats", { headers: { Accept: "application/json" }, cache: "no-store" })
       .then(function (r) { return r.ok ? r.json() : Promise.reject(r.status); })
       .then(render)
