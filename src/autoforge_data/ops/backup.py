@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from autoforge_data.errors import AfdbError, Corrupt, InvalidInput, NotFound
 from autoforge_data.fsutil import atomic_write, ensure_private_dir
 from autoforge_data.ops import backup_format as fmt
 from autoforge_data.ops.names import check_name
-from autoforge_data.ops.snapshot import snapshot_to
+from autoforge_data.ops.snapshot import describe_file, take_snapshot
 from autoforge_data.ops.targets import BackupTarget, open_target
 from autoforge_data.settings import Settings
 
@@ -218,12 +219,21 @@ def _create(
 ) -> BackupInfo:
     if name in _manifest_names(target):
         raise InvalidInput(f"a backup named {name!r} exists already", hint="choose another name")
-    with work_dir(db.settings) as tmp:
-        snap = snapshot_to(db, tmp / "snapshot.db")
+    for suffix in (DATA, MANIFEST):  # refuse a bad name or a planted symlink before any work
+        target.location(name + suffix)
+    with work_dir(db.settings) as tmp, ThreadPoolExecutor(1) as pool:
+        snap, snap_start = tmp / "snapshot.db", time.perf_counter()
+        method = take_snapshot(db, snap)
+        snap_seconds = time.perf_counter() - snap_start
+        key_at_rest = db.settings.encryption_key
+        described = pool.submit(
+            describe_file, snap, method, key_at_rest.get_secret_value() if key_at_rest else None
+        )  # counts rows while the data is encoded
         with target.writer(name + DATA) as out:
             enc = fmt.encode(
-                snap.path, out, compression=options.compression, level=options.level, secret=secret
+                snap, out, compression=options.compression, level=options.level, secret=secret
             )
+        migration, models, counts = described.result()
     manifest = fmt.Manifest(
         name=name,
         created_at=utc_now(),
@@ -234,17 +244,17 @@ def _create(
         raw_sha256=enc.raw_sha256,
         compression=options.compression,
         encrypted=secret is not None,
-        migration=snap.migration,
-        models=snap.models,
-        row_counts=snap.row_counts,
-        method=snap.method,
+        migration=migration,
+        models=models,
+        row_counts=counts,
+        method=method,
         db_encrypted=db.settings.encryption_key is not None,
     )
     manifest.sign(key)
     with target.writer(name + MANIFEST) as out:
         out.write(manifest.to_bytes())
     elapsed = time.perf_counter() - start
-    return BackupInfo(manifest, target.location(name + DATA), elapsed, snap.seconds)
+    return BackupInfo(manifest, target.location(name + DATA), elapsed, snap_seconds)
 
 
 # --- list ----------------------------------------------------------------------------------------
@@ -283,7 +293,8 @@ def list_backups(settings: Settings, url: str | None = None) -> list[BackupEntry
     keys = set(target.list_keys())
     entries = []
     for name in sorted(k[: -len(MANIFEST)] for k in keys if k.endswith(MANIFEST)):
-        entries.append(_entry(target, name, keys))
+        with contextlib.suppress(InvalidInput):  # not a name we write: not ours, skipped
+            entries.append(_entry(target, check_backup_name(name), keys))
     return sorted(entries, key=lambda e: (e.created_at, e.name))
 
 

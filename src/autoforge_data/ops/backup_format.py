@@ -26,6 +26,7 @@ import secrets
 import struct
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -290,12 +291,13 @@ def encode(
 
     if enc is not None:
         emit(enc.header)
-    with open(src, "rb") as fh:
+    with open(src, "rb") as fh, ThreadPoolExecutor(1) as pool:
         while piece := fh.read(CHUNK):
-            raw_hash.update(piece)
+            hashed = pool.submit(raw_hash.update, piece)  # hashlib and zstd release the GIL
             raw_size += len(piece)
             packed = comp.compress(piece)
             emit(enc.update(packed) if enc else packed)
+            hashed.result()
     tail = comp.flush()
     emit((enc.update(tail) + enc.finish()) if enc else tail)
     return Encoded(raw_size, raw_hash.hexdigest(), out_size, out_hash.hexdigest())

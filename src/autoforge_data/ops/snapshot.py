@@ -78,14 +78,8 @@ def snapshot_to(db: Database, dest: Path) -> SnapshotInfo:
     tmp = Path(tmp_name)
     key = _encryption_key(db)
     try:
-        if db.driver == "sqlite3" and db.mode is Mode.EMBEDDED:
-            method = "sqlite3-backup-api"
-            _backup_api(db, tmp)
-        else:
-            method = "locked-copy"
-            _locked_copy(db, tmp, key)
-        with _open_libsql(tmp, key) as conn:
-            migration, models, counts = describe(conn)
+        method = take_snapshot(db, tmp)
+        migration, models, counts = describe_file(tmp, method, key)
         _fsync_and_rename(tmp, dest)
     finally:
         _remove_leftovers(tmp)
@@ -98,6 +92,41 @@ def snapshot_to(db: Database, dest: Path) -> SnapshotInfo:
         row_counts=counts,
         method=method,
     )
+
+
+def take_snapshot(db: Database, tmp: Path) -> str:
+    """Write a consistent copy of ``db`` into ``tmp`` (not fsynced); returns the method used.
+
+    For callers that only read the copy once (a backup encodes it, then deletes it).
+    """
+    if db.mode is Mode.REMOTE:
+        raise ConfigError("a remote database cannot be snapshotted from here")
+    if db.driver == "sqlite3" and db.mode is Mode.EMBEDDED:
+        _backup_api(db, tmp)
+        return "sqlite3-backup-api"
+    _locked_copy(db, tmp, _encryption_key(db))
+    return "locked-copy"
+
+
+def describe_file(
+    path: Path, method: str, key: str | None = None
+) -> tuple[str | None, list[str], dict[str, int]]:
+    """:func:`describe` a snapshot file no one writes.
+
+    A copy made by the online backup API came from a file the sqlite3 driver may open (it has
+    no libSQL vector index), so it is read with stdlib sqlite3, which releases the GIL (a
+    backup counts rows while it compresses); any other copy is read with libSQL.
+    """
+    if method == "sqlite3-backup-api":
+        conn = sqlite3.connect(f"file:{path.as_posix()}?mode=ro", uri=True)
+        try:
+            return describe(conn)
+        except sqlite3.DatabaseError as exc:
+            raise Corrupt(f"{path.name} cannot be read: {exc}") from None
+        finally:
+            conn.close()
+    with _open_libsql(path, key) as conn:
+        return describe(conn)
 
 
 def _encryption_key(db: Database) -> str | None:

@@ -89,8 +89,8 @@ class FileTarget:
             self._path(key).unlink()
 
     def location(self, key: str) -> str:
-        """The file's path."""
-        return str(self.folder / key)
+        """The file's path (the key is checked: a bad name or a planted symlink is refused)."""
+        return str(self._path(key))
 
 
 class S3Target:
@@ -146,7 +146,8 @@ class S3Target:
         self._call(self.client.delete_object, Bucket=self.bucket, Key=self._key(key))
 
     def location(self, key: str) -> str:
-        """The object's s3:// URL."""
+        """The object's s3:// URL (the key is checked)."""
+        check_name(key, "object name")
         return f"{self.url}/{key}"
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
