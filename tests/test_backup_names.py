@@ -114,3 +114,19 @@ def test_integrity_check_rejects_non_databases(tmp_path: Path, content: bytes) -
     path.write_bytes(content)
     with pytest.raises(Corrupt):
         integrity_check(path)
+
+
+def test_snapshot_of_an_embedded_replica_file(tmp_path: Path, sqld: object) -> None:
+    """A replica's local file is snapshotted under the replica's lock (its sync waits)."""
+    from autoforge_data.services import prompts as svc
+
+    with Database(settings_for("replica", tmp_path, sqld)) as db:  # type: ignore[arg-type]
+        migrate.upgrade(db)
+        db.replica.sync()
+        svc.create_user(db, f"r{os.getpid()}-{tmp_path.name[-6:]}@example.com", "replica")
+        info = snapshot_to(db, tmp_path / "replica-snap.db")
+        with UnitOfWork(db) as uow:
+            users = int(uow.fetchone("SELECT count(*) FROM users")[0])
+    assert info.method == "locked-copy"
+    integrity_check(info.path)
+    assert info.row_counts["users"] == users >= 1
