@@ -18,6 +18,7 @@ import pytest
 from autoforge_data import cli
 from autoforge_data.db import migrate
 from autoforge_data.db.engine import Database
+from autoforge_data.db.uow import UnitOfWork
 from autoforge_data.errors import AfdbError, Busy, Corrupt, InvalidInput, SchemaError
 from autoforge_data.ops import backup_format as fmt
 from autoforge_data.ops.backup import (
@@ -180,6 +181,18 @@ def test_prune_keeps_what_the_policy_says(settings: Settings) -> None:
     assert not any(k.startswith(("p0", "p1")) for k in open_target(settings).list_keys())
     with pytest.raises(InvalidInput):
         prune_backups(settings, RetentionPolicy())
+
+
+def test_prune_sweeps_temp_files_of_killed_writers(local: Settings) -> None:
+    """Old '.<key>.*.tmp' files go, fresh ones (a running backup's) stay."""
+    backup(local, name="s0")
+    folder = Path(open_target(local).location("s0" + DATA)).parent
+    old, fresh = folder / ".s9.afdb.abc.tmp", folder / ".s8.afdb.def.tmp"
+    old.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    os.utime(old, (0, 0))
+    prune_backups(local, RetentionPolicy(keep_last=5))
+    assert not old.exists() and fresh.exists()
 
 
 def test_tampered_objects_are_refused(settings: Settings) -> None:
@@ -463,3 +476,25 @@ def test_restore_asks_and_a_no_changes_nothing(local: Settings) -> None:
     assert live_sha(local) == before
     with pytest.raises(InvalidInput):
         restore_backup(local, RestoreOptions(name="ask"))
+
+
+def test_libsql_encrypted_database_round_trip(tmp_path: Path) -> None:
+    """A database encrypted at rest (AFDB_ENCRYPTION_KEY) backs up, verifies and restores."""
+    hmac_secret = "shared signing key"  # set explicitly: another machine can check the HMAC
+    s = settings_for(
+        "embedded", tmp_path, encryption_key="at-rest-" + "z" * 32, backup_hmac_key=hmac_secret
+    )
+    make_live(s, prompts=4)
+    m = backup(s, name="atrest")
+    assert m.db_encrypted and m.method == "locked-copy"
+    report = verify_backup(s, VerifyOptions(name="atrest"))
+    assert report.ok, report.error
+    add_prompt(s)
+    restore_backup(s, RestoreOptions(name="atrest", yes=True))
+    with Database(s) as db, UnitOfWork(db) as uow:
+        assert int(uow.fetchone("SELECT count(*) FROM prompts")[0]) == 4
+    no_key = settings_for("embedded", tmp_path / "other", backup_hmac_key=hmac_secret)
+    with pytest.raises(Corrupt, match="AFDB_ENCRYPTION_KEY"):
+        restore_backup(
+            no_key, RestoreOptions(name="atrest", url=str(Path(open_target(s).url[7:])), yes=True)
+        )

@@ -39,6 +39,7 @@ VERIFIED = ".verified.json"
 MAX_NAME = 48  # + ".manifest.json" stays within a 63-character object name
 STATUS_FILE = "backup-status.json"
 TMP_DIR = ".afdb-backup-tmp"
+STALE_TEMP_SECONDS = 6 * 3600  # prune removes temp files of killed writers older than this
 
 
 @dataclass(frozen=True)
@@ -396,6 +397,7 @@ def prune_backups(
         for name in doomed:
             for suffix in (MANIFEST, VERIFIED, DATA):  # manifest first: never a dangling name
                 target.delete(name + suffix)
+        target.sweep(STALE_TEMP_SECONDS)
     return doomed
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -45,6 +46,10 @@ class BackupTarget(Protocol):
 
     def location(self, key: str) -> str:
         """A path or URL of the object, for listings."""
+        ...
+
+    def sweep(self, older_than: float) -> int:
+        """Remove what interrupted writes left behind, older than ``older_than`` seconds."""
         ...
 
 
@@ -91,6 +96,20 @@ class FileTarget:
     def location(self, key: str) -> str:
         """The file's path (the key is checked: a bad name or a planted symlink is refused)."""
         return str(self._path(key))
+
+    def sweep(self, older_than: float) -> int:
+        """Delete our temp files (``.<key>.*.tmp``) that a killed writer left behind."""
+        if not self.folder.is_dir():
+            return 0
+        removed = 0
+        cutoff = time.time() - older_than
+        for p in self.folder.iterdir():
+            stale = p.name.startswith(".") and p.name.endswith(".tmp") and not p.is_symlink()
+            if stale and p.is_file() and p.stat().st_mtime < cutoff:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+                    removed += 1
+        return removed
 
 
 class S3Target:
@@ -149,6 +168,10 @@ class S3Target:
         """The object's s3:// URL (the key is checked)."""
         check_name(key, "object name")
         return f"{self.url}/{key}"
+
+    def sweep(self, older_than: float) -> int:
+        """Nothing to do: an S3 object exists only once its upload completed."""
+        return 0
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
