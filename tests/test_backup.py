@@ -178,6 +178,7 @@ def test_prune_keeps_what_the_policy_says(settings: Settings) -> None:
     assert prune_backups(settings, RetentionPolicy(keep_last=2), dry_run=True) == names[:2]
     assert prune_backups(settings, RetentionPolicy(keep_last=2)) == names[:2]
     assert [e.name for e in list_backups(settings)] == names[2:]
+    assert backup_status(settings)["count"] == 2
     assert not any(k.startswith(("p0", "p1")) for k in open_target(settings).list_keys())
     with pytest.raises(InvalidInput):
         prune_backups(settings, RetentionPolicy())

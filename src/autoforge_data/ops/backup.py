@@ -398,6 +398,7 @@ def prune_backups(
             for suffix in (MANIFEST, VERIFIED, DATA):  # manifest first: never a dangling name
                 target.delete(name + suffix)
         target.sweep(STALE_TEMP_SECONDS)
+        _record_count(settings, len(entries) - len(doomed))
     return doomed
 
 
@@ -425,6 +426,15 @@ def record_status(
         body.update(last_success=now, last_name=name)
     if count is not None:
         body["count"] = count
+    with contextlib.suppress(OSError), atomic_write(path) as fh:
+        fh.write(json.dumps(body).encode())
+
+
+def _record_count(settings: Settings, count: int) -> None:
+    """Update only the backup count (after a prune)."""
+    path = key_dir(settings) / STATUS_FILE
+    body = _read_status(path)
+    body["count"] = count
     with contextlib.suppress(OSError), atomic_write(path) as fh:
         fh.write(json.dumps(body).encode())
 
