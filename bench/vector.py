@@ -63,6 +63,7 @@ from vector_data import (
     load,
     log,
     mean_recall,
+    synthetic,
     timed_queries,
 )
 from vector_engines import EFS, Baseline, Faiss, Hnswlib, Numpy, fresh_process_rss
@@ -489,6 +490,10 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one run, in order
     ap.add_argument("--hybrid-queries", type=int, default=200)
     ap.add_argument("--embed-texts", type=int, default=512)
     ap.add_argument("--no-write", action="store_true", help="print, do not write results")
+    ap.add_argument("--synthetic", action="store_true",
+                    help="clustered stand-in vectors instead of the real corpus (no hybrid or "
+                         "embedder phases); writes bench/results/vector.synthetic.*")
+    ap.add_argument("--build-rounds", type=int, default=3, help="interleaved cold builds")
     ap.add_argument("--partial", action="store_true",
                     help="if bench/embed_corpus.py has not finished: the corpus prefix it has "
                          "embedded so far (n shrinks to it; the report says so)")
@@ -498,9 +503,11 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one run, in order
         args.min_q = min(args.min_q, 200)
     started = time.perf_counter()
     load0 = os.getloadavg()
-    ensure_cache(args.partial)
+    if not args.synthetic:
+        ensure_cache(args.partial)
     t0 = time.perf_counter()
-    data = load(args.n, args.queries, args.partial)
+    data = synthetic(args.n, args.queries) if args.synthetic else load(
+        args.n, args.queries, args.partial)
     args.min_q = min(args.min_q, data.nq)
     run = Run(args, data)
     run.loads.append(("start", load0))
@@ -542,7 +549,7 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one run, in order
                 t0 = time.perf_counter()
                 model = get_model(db, MODEL)
                 idx_root = tmp / "idx"
-                builds = build_rounds(db, model, idx_root, data)
+                builds = build_rounds(db, model, idx_root, data, args.build_rounds)
                 cold_s = statistics.median(builds["memory"])
                 for eng in engines[:2]:
                     eng.info["build_s"] = round(statistics.median(builds[eng.name]), 2)
@@ -678,12 +685,13 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one run, in order
                 mem.close()
 
             # ---- hybrid and embedder (torch loads here, after every ANN measurement)
-            t0 = time.perf_counter()
-            hybrid(run, db, idx_root)
-            run.phase("hybrid", t0)
-            t0 = time.perf_counter()
-            embedder_throughput(run)
-            run.phase("embedder throughput", t0)
+            if not args.synthetic:  # both need the real passages
+                t0 = time.perf_counter()
+                hybrid(run, db, idx_root)
+                run.phase("hybrid", t0)
+                t0 = time.perf_counter()
+                embedder_throughput(run)
+                run.phase("embedder throughput", t0)
         finally:
             db.close()
     run.notes["total_s"] = round(time.perf_counter() - started, 1)
@@ -695,7 +703,7 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one run, in order
     if args.no_write:
         print(table)
     else:
-        write_results("vector", run.rows, table)
+        write_results("vector.synthetic" if args.synthetic else "vector", run.rows, table)
 
 
 if __name__ == "__main__":

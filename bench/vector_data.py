@@ -141,6 +141,46 @@ def load(n: int, nq: int, partial: bool = False) -> Data:
     return data
 
 
+def synthetic(n: int, nq: int, seed: int = 20240501) -> Data:
+    """A stand-in corpus when the real embeddings are not there (``bench/vector.py
+    --synthetic``): unit 384-d vectors from 60 clusters in a 64-d latent space (the tests'
+    generator, shaped like sentence embeddings) and the same metadata distribution as
+    ``bench/corpus.py`` (status 50/25/25%, 10 topics, 100 langs, 1,000 owners, created over
+    2024). HNSW recall and speed differ from real text vectors; sizes and filters do not."""
+    base = np.random.default_rng(0)
+    centers = base.standard_normal((60, 64))
+    proj = base.standard_normal((64, DIM)) / 8.0
+
+    def vectors(count: int, rng: np.random.Generator) -> np.ndarray:
+        z = centers[rng.integers(0, 60, count)] + rng.standard_normal((count, 64))
+        v = z @ proj + 0.3 * rng.standard_normal((count, DIM))
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+    rng = np.random.default_rng(seed)
+    x, q = vectors(n, rng), vectors(nq, rng)
+    statuses = rng.choice(["active", "draft", "archived"], n, p=[0.5, 0.25, 0.25])
+    topic, lang, owner = rng.integers(0, 10, n), rng.integers(0, 100, n), rng.integers(0, 1000, n)
+    created = YEAR_START + rng.integers(0, YEAR_SECONDS, n)
+    meta = [
+        {"status": str(statuses[i]), "topic": f"topic-{topic[i]}", "lang": f"lang-{lang[i]:02d}",
+         "owner": f"owner-{owner[i]:04d}", "created": int(created[i]),
+         "created_iso": datetime.fromtimestamp(int(created[i]), UTC).strftime(
+             "%Y-%m-%dT%H:%M:%SZ")}
+        for i in range(n)
+    ]
+    texts = [f"synthetic passage {i}: cluster vectors, no text" for i in range(n)]
+    data = Data(x, q, texts, [f"synthetic:{i}" for i in range(n)], meta,
+                [f"synthetic query {j}" for j in range(nq)])
+    data.cols = {
+        "status": np.array([STATUS[m["status"]] for m in meta], dtype=np.int8),
+        "topic": topic.astype(np.int16),
+        "lang": lang.astype(np.int16),
+        "owner": owner.astype(np.int16),
+        "created": created.astype(np.int64),
+    }
+    return data
+
+
 def iso(seconds: int) -> str:
     """The stored ``created_at`` text of a time (the form prompts rows hold)."""
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")

@@ -27,9 +27,18 @@ def rss() -> float:
     return float(psutil.Process().memory_info().rss / 2**20)
 
 
+def queries() -> np.ndarray:
+    """20 cached query vectors, or (no cache, e.g. --synthetic) random unit vectors: any touch
+    the index the same way."""
+    if (CACHE / "queries_emb.npy").exists():
+        return np.load(CACHE / "queries_emb.npy")[:20].astype(np.float32)
+    q = np.random.default_rng(0).standard_normal((20, 384)).astype(np.float32)
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
 def main() -> None:
     kind, path, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[-1])
-    q = np.load(CACHE / "queries_emb.npy")[:20].astype(np.float32)
+    q = queries()
     keep: object
     if kind == "hnswlib":
         import hnswlib

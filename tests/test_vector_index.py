@@ -30,7 +30,8 @@ from autoforge_data.errors import InvalidInput, NotFound
 from autoforge_data.ids import new_id
 from autoforge_data.services import prompts as svc
 from autoforge_data.vector.base import Filter, VectorIndex
-from autoforge_data.vector.index import ExactIndex, IndexOptions, MemoryIndex, open_index
+from autoforge_data.vector.index import ExactIndex, IndexOptions, open_index
+from autoforge_data.vector.memory import MemoryIndex
 from autoforge_data.vector.mirror import allowed_nums, ms_to_iso
 from autoforge_data.vector.store import (
     ModelRow,
