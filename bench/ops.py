@@ -262,7 +262,7 @@ def _embedded_replica_lag(tmp: Path, url: str, samples: int) -> dict[str, Any]:
                         break
                 time.sleep(0.005)
             out.append(time.perf_counter() - t0)
-            time.sleep(random.uniform(0, 0.2))  # not in phase with the sync thread
+            time.sleep(random.uniform(0, 1.1))  # a random phase against the 1 s sync loop
     writer.close()
     return _lag_row("embedded replica (sync every 1 s)", out,
                     "commit on the primary (another client) → read from the local file")
@@ -302,7 +302,7 @@ def litestream_lag(tmp: Path, samples: int) -> dict[str, Any]:
                 time.sleep(0.01)
             else:
                 out.append(time.perf_counter() - t0)
-            time.sleep(random.uniform(0, 0.3))
+            time.sleep(random.uniform(0, 1.1))  # a random phase against monitor + sync loops
         raw.close()
     finally:
         proc.terminate()

@@ -26,13 +26,8 @@ from autoforge_data.db.engine import Database
 from autoforge_data.db.uow import UnitOfWork
 from autoforge_data.errors import ConfigError, Conflict, Corrupt, InvalidInput, NotFound
 from autoforge_data.ops import litestream
-from autoforge_data.ops.litestream import (
-    RestoreOptions,
-    Supervisor,
-    SupervisorOptions,
-    parse_replica_url,
-    restore_from_replica,
-)
+from autoforge_data.ops.litestream import Supervisor, SupervisorOptions, parse_replica_url
+from autoforge_data.ops.litestream_restore import RestoreOptions, restore_from_replica
 from autoforge_data.ops.replication import replication_status
 from autoforge_data.settings import Settings
 from conftest import settings_for
@@ -427,3 +422,31 @@ def test_s3_replica_against_a_local_s3_server(tmp_path: Path) -> None:
         assert SECRET_KEY not in plan.config_path.read_text()
     finally:
         server.stop()
+
+
+def test_supervisor_restore_drill_reports_ok_then_a_damaged_replica(tmp_path: Path) -> None:
+    """--verify-every: a periodic restore drill says ok, and says FAILED once the replica rots."""
+    settings = make_db(tmp_path)
+    add_notes(settings, 30)
+    plan = litestream.plan_replication(settings, f"file://{tmp_path / 'replica'}", 0.2)
+    litestream.write_config(plan, settings)
+    options = SupervisorOptions(0.2, 1.0, verify_every=0.5)
+    sup = Supervisor(plan, litestream.child_env(settings), options=options, settings=settings)
+    running = Running(sup)
+    try:
+        running.wait_for("replica verified: integrity ok")
+        assert json.loads(plan.state_path.read_text())["verify_ok"] is True
+        sup.request_stop()
+        running.thread.join(timeout=60)
+        for f in (tmp_path / "replica").rglob("*.ltx"):
+            data = bytearray(f.read_bytes())
+            for i in range(len(data) // 3, len(data), 97):
+                data[i] ^= 0xFF
+            f.write_bytes(bytes(data))
+        sup2 = Supervisor(plan, litestream.child_env(settings), options=options, settings=settings)
+        running = Running(sup2)
+        running.wait_for("REPLICA CHECK FAILED")
+        state = json.loads(plan.state_path.read_text())
+        assert state["verify_ok"] is False and state["verify_error"]
+    finally:
+        running.stop()

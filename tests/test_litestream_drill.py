@@ -48,7 +48,7 @@ from pathlib import Path
 import pytest
 
 from autoforge_data.ops import litestream
-from autoforge_data.ops.litestream import RestoreOptions, restore_from_replica
+from autoforge_data.ops.litestream_restore import RestoreOptions, restore_from_replica
 from autoforge_data.settings import Settings
 from litestream_writer import ROWS
 

@@ -21,6 +21,11 @@ def replicate(
         typer.Option("--sync-interval", min=0.001, max=3600,
                      help="Seconds between pushes (default AFDB_REPLICATE_SYNC_INTERVAL, 1)."),
     ] = None,
+    verify_every: Annotated[
+        float,
+        typer.Option("--verify-every", min=0,
+                     help="Seconds between restore drills of the replica (0: never)."),
+    ] = 3600.0,
     status: Annotated[
         bool, typer.Option("--status", help="Only print the replication state and exit.")
     ] = False,
@@ -29,7 +34,8 @@ def replicate(
     """Replicate the embedded database continuously with Litestream (runs until stopped).
 
     Writes a private Litestream config beside the database, runs `litestream replicate`,
-    restarts it with backoff if it dies, and stops it cleanly on Ctrl-C or SIGTERM.
+    restarts it with backoff if it dies, restores the replica into a temp file every
+    --verify-every seconds to check it with libSQL, and stops cleanly on Ctrl-C or SIGTERM.
 
     Example: afdb --env prod replicate --to file:///mnt/replica/prod
     """
@@ -47,7 +53,9 @@ def replicate(
     supervisor = litestream.Supervisor(
         plan,
         litestream.child_env(settings),
+        options=litestream.SupervisorOptions(verify_every=verify_every or None),
         status=lambda line: cli.console.print(line, markup=False, soft_wrap=True),
+        settings=settings,
     )
     raise typer.Exit(supervisor.run())
 
@@ -100,6 +108,7 @@ def restore(
     """
     from autoforge_data import cli
     from autoforge_data.ops import litestream
+    from autoforge_data.ops import litestream_restore as lr
 
     if not from_replica:
         raise InvalidInput(
@@ -108,12 +117,12 @@ def restore(
         )
     settings = cli._settings()
     plan = litestream.plan_replication(settings, replica)
-    options = litestream.RestoreOptions(
+    options = lr.RestoreOptions(
         plan=plan,
-        target=to or litestream.default_restore_target(plan.db_path),
-        timestamp=litestream.parse_timestamp(timestamp) if timestamp else None,
+        target=to or lr.default_restore_target(plan.db_path),
+        timestamp=lr.parse_timestamp(timestamp) if timestamp else None,
     )
-    report = litestream.restore_from_replica(options, settings)
+    report = lr.restore_from_replica(options, settings)
     if as_json:
         cli._json(
             {

@@ -10,10 +10,8 @@
 * :class:`Supervisor` runs ``litestream replicate -config …``, restarts it with exponential
   backoff when it dies, forwards SIGTERM/SIGINT (Litestream then does its final sync and exits),
   and keeps a 0600 state file that :mod:`autoforge_data.ops.replication` reads.
-* :func:`restore_from_replica` restores into a temporary file beside a NEW target, verifies it
-  with the libSQL engine (``PRAGMA integrity_check``, row counts) and only then gives it its
-  final name (a hard link, so an existing file is never replaced). The live database is never
-  touched.
+* :mod:`autoforge_data.ops.litestream_restore` restores into a NEW file, verified with libSQL
+  first; the supervisor can run that as a periodic restore drill (``verify_every``).
 
 Litestream 0.5 adds two tables of its own to the database (``_litestream_seq``,
 ``_litestream_lock``; ignored by our drift check), needs WAL mode (our engine always uses it) and
@@ -31,19 +29,17 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from autoforge_data.errors import ConfigError, Conflict, Corrupt, InvalidInput, NotFound
-from autoforge_data.fsutil import atomic_write, ensure_private_dir, fsync_dir
+from autoforge_data.errors import AfdbError, ConfigError, InvalidInput
+from autoforge_data.fsutil import atomic_write, ensure_private_dir
 from autoforge_data.settings import Mode, Settings
 
 LITESTREAM_VERSION = "0.5.17"
@@ -257,12 +253,15 @@ class SupervisorOptions:
     stable_after: float = 10.0  # a child that lived this long resets the backoff
     shutdown_timeout: float = 40.0  # Litestream's own final sync may take up to 30 s
     max_restarts: int | None = None
+    verify_every: float | None = None  # seconds between restore drills of the replica
 
     def __post_init__(self) -> None:
         if not 0 < self.min_backoff <= self.max_backoff:
             raise InvalidInput("backoff must satisfy 0 < min <= max", hint="e.g. 0.5 and 30")
         if self.shutdown_timeout <= 0 or self.stable_after <= 0:
             raise InvalidInput("timeouts must be positive", hint="use seconds > 0")
+        if self.verify_every is not None and self.verify_every <= 0:
+            raise InvalidInput("verify_every must be positive", hint="seconds, e.g. 3600")
 
 
 @dataclass
@@ -279,6 +278,9 @@ class SupervisorState:
     child_started_at: float | None = None
     restarts: int = 0
     last_exit: int | None = None
+    verified_at: float | None = None  # last restore drill of the replica
+    verify_ok: bool | None = None
+    verify_error: str | None = None
     updated_at: float = field(default_factory=time.time)
 
 
@@ -292,8 +294,10 @@ class Supervisor:
         *,
         options: SupervisorOptions | None = None,
         status: Callable[[str], None] = print,
+        settings: Settings | None = None,  # needed by verify_every
     ) -> None:
         self.plan = plan
+        self.settings = settings
         self.env = env
         self.options = options or SupervisorOptions()
         self.status = status
@@ -366,11 +370,33 @@ class Supervisor:
         )
         while self.proc.poll() is None and not self._stop.is_set():
             self._stop.wait(0.2)
+            self._maybe_verify()
         if self._stop.is_set():
             return time.monotonic() - started, self._shutdown_child()
         code = self.proc.returncode
         self.state.last_exit = code
         return time.monotonic() - started, code
+
+    def _maybe_verify(self) -> None:
+        """Every ``verify_every`` seconds: restore the replica to a temp file and check it."""
+        every = self.options.verify_every
+        if every is None or self.settings is None:
+            return
+        last = self.state.verified_at or self.state.started_at
+        if time.time() - last < every:
+            return
+        self.state.verified_at = time.time()
+        from autoforge_data.ops.litestream_restore import verify_replica
+
+        try:
+            counts = verify_replica(self.plan, self.settings, self.env)
+        except AfdbError as exc:
+            self.state.verify_ok, self.state.verify_error = False, exc.message[:300]
+            self.status(f"REPLICA CHECK FAILED: {exc.one_line()}")
+        else:
+            self.state.verify_ok, self.state.verify_error = True, None
+            self.status(f"replica verified: integrity ok, {sum(counts.values())} rows")
+        self._save(self.state.state)
 
     def _shutdown_child(self) -> int:
         proc = self.proc
@@ -427,152 +453,3 @@ def read_state(state_path: Path) -> SupervisorState | None:
         return SupervisorState(**data)
     except (OSError, ValueError, TypeError):
         return None
-
-
-# --- restore ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RestoreOptions:
-    """A restore from the Litestream replica into a new file; :meth:`check` runs before I/O."""
-
-    plan: ReplicationPlan
-    target: Path
-    timestamp: datetime | None = None
-    timeout: float = 600.0
-
-    def check(self) -> None:
-        """Refuse an existing target (or its WAL/SHM), the live database, or a bad time."""
-        target = self.target
-        if os.path.realpath(target) == os.path.realpath(self.plan.db_path):
-            raise InvalidInput(
-                "refusing to restore over the live database",
-                hint="restore to a new file (--to PATH), check it, then swap it in yourself",
-            )
-        for path in (target, Path(f"{target}-wal"), Path(f"{target}-shm")):
-            if path.exists() or path.is_symlink():
-                raise Conflict(
-                    f"{path} already exists", hint="choose a new --to path; nothing is overwritten"
-                )
-        if self.timestamp is not None and self.timestamp > datetime.now(UTC):
-            raise InvalidInput("the timestamp is in the future", hint="use a past UTC time")
-        if self.timeout <= 0:
-            raise InvalidInput("timeout must be positive", hint="seconds > 0")
-
-
-@dataclass
-class RestoreReport:
-    """What a restore produced and how it was verified."""
-
-    path: Path
-    integrity: str
-    row_counts: dict[str, int]
-    seconds: float
-    timestamp: str | None
-
-
-def parse_timestamp(text: str) -> datetime:
-    """An ISO 8601 time (``2026-11-27T15:04:05Z``); no zone means UTC."""
-    try:
-        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(
-            f"invalid timestamp {text!r}", hint="use ISO 8601 UTC, e.g. 2026-11-27T15:04:05Z"
-        ) from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def default_restore_target(db_path: Path) -> Path:
-    """``<db>.restored-<UTC time>.db`` beside the database."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return db_path.with_name(f"{db_path.stem}.restored-{stamp}{db_path.suffix or '.db'}")
-
-
-def restore_from_replica(
-    options: RestoreOptions, settings: Settings, env: dict[str, str] | None = None
-) -> RestoreReport:
-    """Restore the replica into ``options.target`` (new), verified with libSQL before naming it."""
-    options.check()
-    start = time.monotonic()
-    target = options.target.absolute()
-    ensure_private_dir(target.parent)
-    with tempfile.TemporaryDirectory(prefix=".afdb-restore-", dir=target.parent) as tmp:
-        os.chmod(tmp, 0o700)
-        work = Path(tmp)
-        config = work / "litestream.yml"
-        with atomic_write(config) as fh:
-            fh.write(json.dumps(options.plan.config(settings)).encode())
-        out = work / "restored.db"
-        _run_restore(options, config, out, env if env is not None else child_env(settings))
-        counts = verify_database(out)
-        os.chmod(out, 0o600)
-        _fsync_file(out)
-        try:
-            os.link(out, target)  # never replaces: fails if the target appeared meanwhile
-        except FileExistsError:
-            raise Conflict(
-                f"{target} appeared during the restore", hint="choose a new path"
-            ) from None
-        fsync_dir(target.parent)
-    stamp = options.timestamp.isoformat() if options.timestamp else None
-    return RestoreReport(target, "ok", counts, time.monotonic() - start, stamp)
-
-
-def _run_restore(options: RestoreOptions, config: Path, out: Path, env: dict[str, str]) -> None:
-    argv = [
-        litestream_binary(),
-        "restore",
-        "-no-expand-env",
-        "-config",
-        str(config),
-        "-o",
-        str(out),
-    ]
-    if options.timestamp is not None:
-        argv += ["-timestamp", options.timestamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ")]
-    argv.append(str(options.plan.db_path))
-    try:
-        done = subprocess.run(  # noqa: S603 - fixed argv, no shell, no secret in it
-            argv, capture_output=True, env=env, timeout=options.timeout, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise Corrupt(
-            f"litestream restore did not finish within {options.timeout:g}s",
-            hint="check the replica's reachability",
-        ) from None
-    if done.returncode != 0 or not out.exists():
-        detail = _last_error_line(done.stderr or done.stdout)
-        if "no matching backup" in detail.lower() or "no snapshot" in detail.lower():
-            raise NotFound(
-                f"the replica has nothing to restore: {detail}",
-                hint="is afdb replicate running for this database? is --timestamp too early?",
-            )
-        raise Corrupt(f"litestream restore failed: {detail}", hint="check the replica URL")
-
-
-def _last_error_line(output: bytes) -> str:
-    lines = [ln.strip() for ln in output.decode(errors="replace").splitlines() if ln.strip()]
-    return (lines[-1] if lines else "no output")[:300]
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def verify_database(path: Path) -> dict[str, int]:
-    """``PRAGMA integrity_check`` through libSQL (raises Corrupt), then rows per table."""
-    from autoforge_data.ops import snapshot
-
-    try:
-        snapshot.integrity_check(path)
-    except Corrupt as exc:
-        raise Corrupt(
-            f"the restored database failed the libSQL integrity check: {exc.message}",
-            hint="nothing was written; try an earlier --timestamp (the replica may hold a "
-            "damaged increment, see README: Litestream)",
-        ) from None
-    return snapshot.row_counts(path)

@@ -6,9 +6,11 @@
   (``db/replica.py``), failures, the sync interval. Only known inside a process that has the
   database open: pass ``db``.
 * ``litestream`` (embedded mode): whether ``afdb replicate`` runs (its state file), restarts,
-  and how far the replica is behind the local Litestream position: transaction ids (TXIDs) of
-  the newest local and replica LTX files, and ``lag_seconds`` = age of the oldest local LTX file
-  the replica does not have yet (0 when it is caught up).
+  the last restore drill (``verified_at``, ``verify_ok``), and how far the replica is behind the
+  local Litestream position: transaction ids (TXIDs) of the newest local and replica LTX files,
+  and ``lag_seconds`` = age of the oldest local LTX file the replica does not have yet (0 when
+  caught up). Commits Litestream has not read from the WAL yet (at most its monitor interval,
+  1 s) are not counted.
 
 :func:`measure_sqld_lag` measures a sqld read replica: write a marker on the primary, poll the
 replica until it is visible, repeat; p50/p99 in seconds.
@@ -82,6 +84,8 @@ def litestream_status(settings: Settings) -> dict[str, Any]:
         "state": _live_state(state),
         "restarts": state.restarts if state else 0,
         "sync_interval": state.sync_interval if state else settings.replicate_sync_interval,
+        "verified_at": state.verified_at if state else None,  # last restore drill (unix time)
+        "verify_ok": state.verify_ok if state else None,
         "local_txid": None,
         "replica_txid": None,
         "lag_seconds": None,
