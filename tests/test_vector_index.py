@@ -426,6 +426,17 @@ def test_snapshot_plus_journal_equals_fresh_build(
         found = [warm.search(q, 10, Filter()).nums for q in queries]
         truth = [exact.search(q, 10, Filter()).nums for q in queries]
         assert recall(found, truth) >= 0.95
+        tombstones = warm.stats()["tombstones"]
+        assert tombstones == 25  # 15 changed + 10 deleted vectors (5 never reached the graph)
+        warm.close()  # saves the graph with its tombstones (nums -1)
+        again = open_index(db, MODEL, "memory", tmp_path / "idx", options=SMALL)
+        assert isinstance(again, MemoryIndex) and "load_s" in again.stats()
+        assert again.stats()["tombstones"] == tombstones
+        assert state(again) == state(fresh)
+        assert [again.search(q, 10, Filter()).nums.tolist() for q in queries] == [
+            f.tolist() for f in found
+        ]
+        again.close()
     finally:
         warm.close()
         fresh.close()
