@@ -159,9 +159,10 @@ def install(app: FastAPI) -> None:
 EXTRA_QUERY_PREFIXES: dict[str, tuple[str, ...]] = {}
 
 
-def strict_query(request: Request) -> None:
+async def strict_query(request: Request) -> None:
     """Refuse unknown query parameters (a typo is not silently ignored) and a repeated one where
-    the route takes one value (FastAPI alone would keep the last): both are 422."""
+    the route takes one value (FastAPI alone would keep the last): both are 422. Async, so
+    FastAPI does not hop to a worker thread for it (a sync dependency costs one per request)."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:
