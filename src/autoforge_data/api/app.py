@@ -45,6 +45,8 @@ def create_app(settings: Settings, *, db: Database | None = None, cache: Any = N
             app.state.health_limiter = anyio.CapacityLimiter(8)
             # --- components started with the app (one line each) ---
             app.state.events = await stack.enter_async_context(events_api.component(app))
+            from autoforge_data.api import scheduler as backup_scheduler
+            app.state.backups = await stack.enter_async_context(backup_scheduler.component(app))
             from autoforge_data.api.search import component as search_component
             await stack.enter_async_context(search_component(app))
             from autoforge_data.api import metrics as metrics_api

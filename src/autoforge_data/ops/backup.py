@@ -37,7 +37,7 @@ DATA = ".afdb"
 MANIFEST = ".manifest.json"
 VERIFIED = ".verified.json"
 MAX_NAME = 48  # + ".manifest.json" stays within a 63-character object name
-STATUS_FILE = "backup-status.json"
+STATUS_FILE = "backup-status.{env}.json"  # per profile: profiles may share a data folder
 TMP_DIR = ".afdb-backup-tmp"
 STALE_TEMP_SECONDS = 6 * 3600  # prune removes temp files of killed writers older than this
 
@@ -418,7 +418,7 @@ def record_status(
     count: int | None = None,
 ) -> None:
     """Remember the last backup attempt (for health, metrics and `afdb env`)."""
-    path = key_dir(settings) / STATUS_FILE
+    path = key_dir(settings) / STATUS_FILE.format(env=settings.env)
     body = _read_status(path)
     now = time.time()
     body.update(last_attempt=now, last_result="ok" if ok else "error", last_error=error)
@@ -432,7 +432,7 @@ def record_status(
 
 def _record_count(settings: Settings, count: int) -> None:
     """Update only the backup count (after a prune)."""
-    path = key_dir(settings) / STATUS_FILE
+    path = key_dir(settings) / STATUS_FILE.format(env=settings.env)
     body = _read_status(path)
     body["count"] = count
     with contextlib.suppress(OSError), atomic_write(path) as fh:
@@ -449,7 +449,7 @@ def _read_status(path: Path) -> dict[str, Any]:
 
 def backup_status(settings: Settings) -> dict[str, Any]:
     """Last success time (epoch s), its age, last result and error, backup count."""
-    body = _read_status(key_dir(settings) / STATUS_FILE)
+    body = _read_status(key_dir(settings) / STATUS_FILE.format(env=settings.env))
     last = body.get("last_success")
     return {
         "last_success": last,

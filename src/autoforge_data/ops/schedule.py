@@ -32,7 +32,7 @@ from autoforge_data.ops.backup import (
 from autoforge_data.settings import Settings
 
 log = logging.getLogger(__name__)
-LOCK_FILE = "backup-scheduler.lock"
+LOCK_FILE = "backup-scheduler.{env}.lock"  # one leader per profile and host
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,8 @@ class BackupScheduler:
             return True
         folder = key_dir(self.settings)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        lock = folder / LOCK_FILE.format(env=self.settings.env)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         fh = os.fdopen(fd, "r+")
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
