@@ -409,6 +409,10 @@ def test_app_surfaces_and_faults(world: World) -> None:
                 proc.wait()
     assert bodies["ready, sqld down"].status_code == 503
     assert bodies["openapi"].status_code == 200 and bodies["live"].status_code == 200
+    assert bodies["no key"].status_code == 401 and bodies["bad key"].status_code == 401
+    if key:  # the admin key from the CLI test really opened the API
+        assert bodies["users"].status_code == 200 and bodies["ops cache"].status_code == 200
+    print({name: r.status_code for name, r in bodies.items()})
     if importlib.util.find_spec("autoforge_data.api.metrics") is not None:
         assert bodies["metrics"].status_code == 200
     for name, response in bodies.items():
@@ -430,6 +434,9 @@ def _drive_app(base: str, key: str | None) -> dict[str, httpx.Response]:
         "index": "/",
         "not found route": "/no/such/route",
         "missing prompt": "/api/v1/prompts/01J0000000000000000000000A",
+        "ops cache": "/api/v1/ops/cache",
+        "ops index": "/api/v1/ops/index",
+        "ops backups": "/api/v1/ops/backups",
     }
     out = {name: httpx.get(base + path, headers=auth, timeout=30) for name, path in get.items()}
     out["no key"] = httpx.get(f"{base}/api/v1/users", timeout=30)
@@ -441,6 +448,7 @@ def _drive_app(base: str, key: str | None) -> dict[str, httpx.Response]:
     out["too large"] = httpx.post(
         f"{base}/api/v1/users", headers=auth, content=b"{" + b" " * 2_000_000, timeout=30
     )
+    out["backup via the API"] = httpx.post(f"{base}/api/v1/ops/backups", headers=auth, timeout=60)
     out["metrics after"] = httpx.get(f"{base}/metrics", timeout=30)
     return out
 
