@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -424,8 +425,8 @@ def test_s3_replica_against_a_local_s3_server(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_supervisor_restore_drill_reports_ok_then_a_damaged_replica(tmp_path: Path) -> None:
-    """--verify-every: a periodic restore drill says ok, and says FAILED once the replica rots."""
+def test_supervisor_restore_drill_reports_ok_then_a_lost_replica(tmp_path: Path) -> None:
+    """--verify-every: a restore drill says ok, and FAILED once the replica is gone."""
     settings = make_db(tmp_path)
     add_notes(settings, 30)
     plan = litestream.plan_replication(settings, f"file://{tmp_path / 'replica'}", 0.2)
@@ -436,16 +437,15 @@ def test_supervisor_restore_drill_reports_ok_then_a_damaged_replica(tmp_path: Pa
     try:
         running.wait_for("replica verified: integrity ok")
         assert json.loads(plan.state_path.read_text())["verify_ok"] is True
-        sup.request_stop()
-        running.thread.join(timeout=60)
-        for f in (tmp_path / "replica").rglob("*.ltx"):
-            data = bytearray(f.read_bytes())
-            for i in range(len(data) // 3, len(data), 97):
-                data[i] ^= 0xFF
-            f.write_bytes(bytes(data))
-        sup2 = Supervisor(plan, litestream.child_env(settings), options=options, settings=settings)
-        running = Running(sup2)
-        running.wait_for("REPLICA CHECK FAILED")
+        seen = len(running.lines)
+        # the replica is lost and its place taken by a file: Litestream (still running) cannot
+        # rebuild it (flipped bytes in its LTX files were healed by the running Litestream)
+        shutil.rmtree(tmp_path / "replica")
+        (tmp_path / "replica").write_text("not a replica")
+        deadline = time.monotonic() + 15
+        while not any("REPLICA CHECK FAILED" in line for line in running.lines[seen:]):
+            assert time.monotonic() < deadline, running.lines
+            time.sleep(0.05)
         state = json.loads(plan.state_path.read_text())
         assert state["verify_ok"] is False and state["verify_error"]
     finally:

@@ -309,6 +309,7 @@ class Supervisor:
         self.proc: subprocess.Popen[bytes] | None = None
         self._stop = threading.Event()
         self._signal: int | None = None
+        self._forwarded_to: int | None = None  # pid that already got the stop signal
 
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
         """Stop: forward ``signum`` to Litestream and do not restart it."""
@@ -318,6 +319,7 @@ class Supervisor:
         if proc is not None and proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signum)
+                self._forwarded_to = proc.pid
 
     def run(self) -> int:
         """Supervise until a stop is requested (or restarts run out); returns an exit code."""
@@ -402,8 +404,9 @@ class Supervisor:
         proc = self.proc
         assert proc is not None
         if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(self._signal or signal.SIGTERM)
+            if self._forwarded_to != proc.pid:  # one signal, one clean stop: never send twice
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(self._signal or signal.SIGTERM)
             try:
                 proc.wait(timeout=self.options.shutdown_timeout)
             except subprocess.TimeoutExpired:
