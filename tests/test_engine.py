@@ -161,3 +161,13 @@ def test_rollback_by_default(tmp_path: Path) -> None:
             uow.after_commit(lambda: ran.append(1))
             uow.commit()
         assert ran == [1]
+
+
+def test_litestream_owns_checkpoints_when_replicating(tmp_path: Path) -> None:
+    """With AFDB_REPLICATE_URL the app never checkpoints (Litestream does); without, SQLite does."""
+    for url, expected in ((None, 1000), (f"file://{tmp_path}/replica", 0)):
+        settings = settings_for("embedded", tmp_path / str(expected), replicate_url=url)
+        with Database(settings) as database, database.writes.connection() as conn:
+            cur = conn.cursor()
+            cur.execute("PRAGMA wal_autocheckpoint")
+            assert cur.fetchone()[0] == expected
