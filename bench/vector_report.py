@@ -151,13 +151,21 @@ def targets(rows: list[dict[str, Any]], notes: dict[str, Any]) -> list[str]:
 
 def report(run: Any) -> str:
     rows, notes, args, data = run.rows, run.notes, run.args, run.data
+    flags = "".join(f" --{f}" for f in ("quick", "synthetic", "partial") if getattr(args, f, 0))
+    what = (
+        f"{data.n:,} **synthetic** {data.x.shape[1]}-d unit vectors (60 clusters in a 64-d latent "
+        "space, the tests' generator; the corpus's metadata distribution) standing in for the "
+        "real MiniLM corpus (no hybrid or embedder phases), "
+        if getattr(args, "synthetic", False)
+        else f"{data.n:,} real passages × {data.x.shape[1]}-d all-MiniLM-L6-v2 vectors "
+        "(normalized), "
+    )
     L: list[str] = [
-        "# Vector search benchmark",
+        "# Vector search benchmark" + (" (synthetic vectors)" if "synthetic" in flags else ""),
         "",
-        f"`bench/vector.py{' --quick' if args.quick else ''}`: {data.n:,} real passages × "
-        f"{data.x.shape[1]}-d all-MiniLM-L6-v2 vectors (normalized), {data.nq:,} held-out "
-        "queries, k = 10, one query at a time on one thread (BLAS limited to 1 thread; builds use "
-        "2). Recall@10 is against exact filtered numpy search over the same vectors (a hit must "
+        f"`bench/vector.py{flags}`: {what}{data.nq:,} queries, k = 10, one query at a time "
+        "on one thread (BLAS limited to 1 thread; builds use 2). Recall@10 is against exact "
+        "filtered numpy search over the same vectors (a hit must "
         "pass the filter and score at least the 10th best allowed row). Our backends are called "
         "through `VectorIndex.search(vector, 10, Filter)` on a libSQL database loaded with the "
         "corpus (prompts with status, owner, created and metadata; vectors via "
