@@ -298,16 +298,25 @@ class ExactIndex:
 
     def _search(self, q: Vector, k: int, flt: Filter, allowed: Nums | None) -> Hits:
         rows = self._rows
+        listed = None  # the allowed rows, sorted, when sorted columns found them
         if flt.empty:
             mask = rows.alive[: rows.n] if rows.dead else None
             n_allowed = rows.live
+        elif allowed is None and (listed := rows.select(flt)) is not None:
+            mask, n_allowed = None, len(listed)
         else:
             mask = rows.mask(flt, allowed)
             n_allowed = int(np.count_nonzero(mask))
         if n_allowed == 0:
             return Hits(np.empty(0, np.int64), np.empty(0, np.float32), 0, "empty")
-        plan, cand = self._plan(k, n_allowed, mask)
+        if listed is not None:
+            plan, cand = self._plan_listed(k, listed)
+        else:
+            plan, cand = self._plan(k, n_allowed, mask)
         if plan == "ann":
+            if listed is not None:
+                mask = np.zeros(rows.n, dtype=bool)
+                mask[listed] = True
             hits = self._ann_search(q, k, mask, n_allowed)
             if hits is not None:
                 return hits
@@ -333,6 +342,20 @@ class ExactIndex:
                 if _runs(cand) * RUN_MIN <= len(cand):
                     return "exact", cand
         return ("exact" if exact_cost <= ann_cost else "ann"), None
+
+    def _plan_listed(self, k: int, listed: np.ndarray) -> tuple[str, np.ndarray | None]:
+        """:meth:`_plan` for allowed rows already listed: scan them (in runs when they lie in
+        long runs) or the ANN; a full scan with a mask never wins over gathering a list."""
+        rows, o = self._rows, self.opts
+        if self._ann is None or rows.live < o.small:
+            return "exact", listed
+        ann_cost = o.ann_ns + o.candidate_ns * self._fetch_size(k, len(listed))
+        exact_cost = o.gather_ns * len(listed)
+        if exact_cost > ann_cost >= o.scan_ns * len(listed) and _runs(listed) * RUN_MIN <= len(
+            listed
+        ):
+            return "exact", listed  # long runs: scanned as matrix slices, near scan_ns a row
+        return ("exact" if exact_cost <= ann_cost else "ann"), listed
 
     def _fetch_size(self, k: int, n_allowed: int) -> int:
         rows = self._rows
