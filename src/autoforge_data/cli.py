@@ -678,15 +678,15 @@ def main() -> None:
     raise SystemExit(run())
 
 
-# --- command groups that live in their own modules (one line each; imported last: they use the
-# helpers above through `from autoforge_data import cli`) ---
-from autoforge_data import cli_security  # noqa: E402
-cli_security.register(app)
-from autoforge_data import cli_env  # noqa: E402
-cli_env.register(app)
-from autoforge_data import cli_service  # noqa: E402, I001
-cli_service.register(app)
-from autoforge_data import cli_replicate  # noqa: E402
-cli_replicate.register(app)
-from autoforge_data import cli_backup  # noqa: E402
-cli_backup.register(app)
+# --- command groups that live in their own modules; imported last because they reach the helpers
+# above through `from autoforge_data import cli` ---
+from autoforge_data import (  # noqa: E402
+    cli_backup,
+    cli_env,
+    cli_replicate,
+    cli_security,
+    cli_service,
+)
+
+for _group in (cli_env, cli_backup, cli_replicate, cli_service, cli_security):
+    _group.register(app)

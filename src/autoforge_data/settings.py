@@ -117,6 +117,7 @@ class Settings(BaseSettings):
     # --- service: API, auth, events (api/) ---
     max_request_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
     events_queue_size: int = Field(default=256, ge=1, le=100_000)
+    api_auth: Literal["auto", "required", "off"] = "auto"  # auto: off only for dev on loopback
     jwt_private_key_file: Path | None = None  # Ed25519 key for `afdb token create`
     # --- secrets ---
     secrets_dir: Path | None = None
