@@ -392,3 +392,28 @@ def test_two_instances_over_redis_and_redis_killed(tmp_path: Path, redis_server:
                 latest = a.edit("and again").current_version
                 assert next_of_type(on_b, "event", 1.0)["version"] == latest
                 assert time.monotonic() - t0 < 1.0
+
+
+def test_http_writes_reach_ws_clients(site: Site) -> None:
+    """Edits, status changes and evaluations made over the HTTP API are streamed on /ws."""
+    import httpx
+
+    base = site.server.ws_url.replace("ws://", "http://").rsplit("/ws", 1)[0]
+    with ws_connect(site.server.ws_url) as ws, httpx.Client(base_url=base, timeout=10) as http:
+        ready(ws)
+        pid = site.prompt.id
+        assert http.patch(f"/api/v1/prompts/{pid}", json={"content": "v2"}).status_code == 200
+        edited = next_of_type(ws, "event", 2.0)
+        assert edited["kind"] == "prompt.edited" and edited["version"] == 2
+        r = http.put(f"/api/v1/prompts/{pid}/status", json={"status": "active"})
+        assert r.status_code == 200
+        assert next_of_type(ws, "event", 2.0)["kind"] == "prompt.status_changed"
+        body = {"version": 2, "score": 0.9}
+        assert http.post(f"/api/v1/prompts/{pid}/evaluations", json=body).status_code == 201
+        assert next_of_type(ws, "event", 2.0)["kind"] == "evaluation.added"
+        created = http.post(
+            "/api/v1/prompts", json={"owner_id": site.user.id, "title": "t", "content": "c"}
+        )
+        assert created.status_code == 201
+        msg = next_of_type(ws, "event", 2.0)
+        assert msg["kind"] == "prompt.created" and msg["ids"]["prompt"] == created.json()["id"]

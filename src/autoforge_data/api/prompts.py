@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
+from autoforge_data.api import events as events_api
 from autoforge_data.api.auth import ReadKey, WriteKey
 from autoforge_data.api.deps import run_blocking
 from autoforge_data.api.schemas import (
@@ -51,6 +52,7 @@ async def create_prompt(request: Request, body: PromptIn, _key: WriteKey) -> Pro
         status=body.status,
         metadata=body.metadata,
         cache=app.state.cache,
+        events=events_api.sink(app, _key),
     )
     prompt = await run_blocking(app, run)
     await holder_of(app).index_async([prompt.id])
@@ -79,6 +81,7 @@ async def edit_prompt(
         title=body.title,
         expected_version=body.expected_version,
         cache=app.state.cache,
+        events=events_api.sink(app, _key),
     )
     prompt = await run_blocking(app, run)
     await holder_of(app).index_async([prompt.id])
@@ -90,7 +93,12 @@ async def set_status(request: Request, prompt_id: str, body: StatusIn, _key: Wri
     """Change the status (draft, active, archived)."""
     app = request.app
     run = functools.partial(
-        svc.set_status, app.state.db, prompt_id, body.status, cache=app.state.cache
+        svc.set_status,
+        app.state.db,
+        prompt_id,
+        body.status,
+        cache=app.state.cache,
+        events=events_api.sink(app, _key),
     )
     return PromptOut.of(await run_blocking(app, run))
 
@@ -139,6 +147,7 @@ async def add_evaluation(
         body.version,
         body.score,
         metrics=body.metrics,
+        events=events_api.sink(request.app, _key),
     )
     return EvaluationOut.of(await run_blocking(request.app, run))
 
