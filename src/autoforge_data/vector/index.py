@@ -359,7 +359,9 @@ class ExactIndex:
 
     def _fetch_size(self, k: int, n_allowed: int) -> int:
         rows = self._rows
-        per_result = max(float(self.opts.rerank), self.opts.margin * rows.live / n_allowed)
+        per_result = float(self.opts.rerank)  # unfiltered: the graph's k best are exact
+        if n_allowed < rows.live:
+            per_result = max(per_result, self.opts.margin * rows.live / n_allowed)
         # the graph also returns tombstones: fetch that much more
         return min(rows.n, math.ceil(k * per_result * rows.n / max(rows.live, 1)))
 
