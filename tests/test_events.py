@@ -350,9 +350,13 @@ def test_redis_killed_writes_go_on_and_the_bus_reconnects(
             svc.edit_prompt(edb, p.id, content=f"v{n + 2}", events=a)
         writes = time.perf_counter() - t0
         assert len(local.events) == 21  # in-process delivery does not need Redis
-        assert wait_until(lambda: a.state()["status"] == "degraded", 3.0)
-        state = a.state()
-        assert state["sending"] == "failing" and not state["subscribed"]
+        # the subscriber and the sender notice the loss independently: wait for both
+        assert wait_until(
+            lambda: (st := a.state())["status"] == "degraded"
+            and st["sending"] == "failing"
+            and not st["subscribed"],
+            3.0,
+        )
         assert writes < 2.0  # 20 embedded writes; a blocking publish would add retries each
 
         redis_server.start()  # same port
