@@ -26,13 +26,13 @@ from autoforge_data.events import (
     Event,
     EventBus,
     InProcessBus,
-    RedisBus,
     WithActor,
     backup_event,
     channel_for,
     make_bus,
     publish,
 )
+from autoforge_data.events_redis import RedisBus
 from autoforge_data.ids import new_id
 from autoforge_data.services import prompts as svc
 from autoforge_data.settings import Settings
