@@ -264,6 +264,13 @@ def drill(tmp_path: Path) -> Iterator[Drill]:
     )
     try:
         d.ensure_running()
+        # a database is restorable once Litestream has shipped its first snapshot; on a loaded
+        # machine that can take longer than the first round's wait, and an empty replica is
+        # "never replicated", not a lost write
+        deadline = time.monotonic() + 60
+        while not any((tmp_path / "replica").rglob("*.ltx")):
+            assert time.monotonic() < deadline, "Litestream never shipped its first snapshot"
+            time.sleep(0.1)
         yield d
     finally:
         d.stop()
