@@ -92,7 +92,8 @@ def _settings() -> Any:
     settings = Settings.load(_state.env)
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
     if settings.log_level != "DEBUG":  # libraries' INFO chatter is not for the terminal
-        for name in ("alembic", "httpx", "httpcore", "sentence_transformers", "transformers"):
+        quiet = ("alembic", "httpx", "httpcore", "sentence_transformers", "transformers", "faiss")
+        for name in quiet:
             logging.getLogger(name).setLevel(logging.WARNING)
     return settings
 
