@@ -5,13 +5,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from autoforge_data import cli
 from autoforge_data.db import migrate
 from autoforge_data.db.engine import Database
 from autoforge_data.settings import Settings
-from servers import Redis, Sqld, start_redis, start_sqld
+from servers import Redis, Sqld, primary_and_replica, start_redis, start_sqld
 
 MODES = ("embedded", "remote", "replica")
 
@@ -50,16 +52,8 @@ def fresh_sqld(tmp_path: Path) -> Iterator[Sqld]:
 @pytest.fixture(scope="session")
 def sqld_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sqld, Sqld]]:
     """A sqld primary and a sqld read replica following it (--primary-grpc-url)."""
-    tmp = tmp_path_factory.mktemp("sqldpair")
-    primary = start_sqld(tmp, name="primary")
-    try:
-        replica = start_sqld(tmp, primary=primary, name="replica")
-        try:
-            yield primary, replica
-        finally:
-            replica.stop()
-    finally:
-        primary.stop()
+    with primary_and_replica(tmp_path_factory.mktemp("sqldpair")) as pair:
+        yield pair
 
 
 @pytest.fixture
@@ -179,3 +173,19 @@ class Ticker:
         """Stop counting and join the thread."""
         self._stop.set()
         self._thread.join()
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
+    """Run `afdb ...` in-process; returns (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        try:
+            code = cli.run(list(args))
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    yield run
+    cli._state.env = None

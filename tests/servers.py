@@ -250,3 +250,17 @@ def running(server: Proc) -> Iterator[Proc]:
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def primary_and_replica(tmp: Path) -> Iterator[tuple[Sqld, Sqld]]:
+    """A sqld primary and a read replica following it (--primary-grpc-url); both stopped after."""
+    primary = start_sqld(tmp, name="primary")
+    try:
+        replica = start_sqld(tmp, primary=primary, name="replica")
+        try:
+            yield primary, replica
+        finally:
+            replica.stop()
+    finally:
+        primary.stop()

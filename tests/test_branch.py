@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from autoforge_data import cli
 from autoforge_data.db import migrate
 from autoforge_data.db.engine import Database
 from autoforge_data.errors import Busy, Conflict, InvalidInput, NotFound, SchemaError
@@ -446,22 +444,6 @@ def test_the_profile_database_is_never_deleted_as_a_branch(prod: Settings, tmp_p
     with pytest.raises(InvalidInput, match="own database"):
         delete_branch(dev, "inuse")
     assert Path(record.location).exists()
-
-
-@pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
-    """Run `afdb ...` in-process; returns (exit code, stdout, stderr)."""
-
-    def run(*args: str) -> tuple[int, str, str]:
-        try:
-            code = cli.run(list(args))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    yield run
-    cli._state.env = None
 
 
 def test_cli_create_list_delete(prod: Settings, tmp_path: Path, run_cli: Any) -> None:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from autoforge_data import cli
 from autoforge_data.db import migrate
 from autoforge_data.db.engine import Database
 from autoforge_data.ops.envs import env_info, list_envs
@@ -32,22 +30,6 @@ def project(tmp_path: Path, fresh_sqld: Sqld) -> Path:
     with Database(Settings.load("staging", base_dir=tmp_path)) as db:
         migrate.upgrade(db)
     return tmp_path
-
-
-@pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
-    """Run `afdb ...` in-process; returns (exit code, stdout, stderr)."""
-
-    def run(*args: str) -> tuple[int, str, str]:
-        try:
-            code = cli.run(list(args))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    yield run
-    cli._state.env = None
 
 
 def test_list_shows_each_profile(project: Path) -> None:

@@ -25,7 +25,7 @@ from autoforge_data.db.engine import Database
 from autoforge_data.db.uow import UnitOfWork
 from autoforge_data.ops.replication import measure_sqld_lag, replication_status
 from conftest import settings_for
-from servers import Sqld, start_sqld
+from servers import Sqld, primary_and_replica, start_sqld
 from sqld_writer import ROWS
 
 WRITER = Path(__file__).with_name("sqld_writer.py")
@@ -150,15 +150,8 @@ class Load:
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[tuple[Sqld, Sqld]]:
     """A primary and a replica of this test's own (the test kills the primary)."""
-    primary = start_sqld(tmp_path, name="primary")
-    try:
-        replica = start_sqld(tmp_path, primary=primary, name="replica")
-        try:
-            yield primary, replica
-        finally:
-            replica.stop()
-    finally:
-        primary.stop()
+    with primary_and_replica(tmp_path) as both:
+        yield both
 
 
 def kill_under_load(primary: Sqld, mode: str, kills: int) -> tuple[list[int], dict[int, int]]:

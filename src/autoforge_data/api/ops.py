@@ -94,14 +94,4 @@ async def backups_create(request: Request, body: BackupIn, _key: AdminKey) -> Ba
         info = await run_blocking(request.app, create_backup, request.app.state.db, options)
     except ConfigError as exc:  # e.g. a remote database: not possible from this deployment
         raise Conflict(exc.message, hint=exc.hint) from None
-    m = info.manifest
-    return BackupOut(
-        name=m.name,
-        created_at=m.created_at,
-        size_bytes=m.size_bytes,
-        raw_size_bytes=m.raw_size_bytes,
-        encrypted=m.encrypted,
-        compression=m.compression,
-        migration=m.migration,
-        seconds=round(info.seconds, 3),
-    )
+    return BackupOut.of(info.manifest, info.seconds)

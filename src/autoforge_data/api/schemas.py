@@ -271,3 +271,9 @@ class BackupOut(BaseModel):
     compression: str
     migration: str | None
     seconds: float
+
+    @classmethod
+    def of(cls, manifest: Any, seconds: float) -> BackupOut:
+        """From a backup's manifest (every field but ``seconds`` is the manifest's own)."""
+        facts = {name: getattr(manifest, name) for name in cls.model_fields if name != "seconds"}
+        return cls(**facts, seconds=round(seconds, 3))
