@@ -249,6 +249,28 @@ def test_created_range_and_combined_filters(corpus: Corpus, queries: np.ndarray)
         assert r >= 0.95
 
 
+def test_a_narrow_created_window_is_read_through_its_index(
+    corpus: Corpus, queries: np.ndarray
+) -> None:
+    """Migration 0005 indexes created_at: a narrow window is counted through the index (no
+    sample estimate) and scanned exactly from it, never by reading every prompt."""
+    flt = Filter(created_from="2024-03-01T00:00:00.000Z", created_to="2024-03-15T00:00:00.000Z")
+    n_ok = int(mask_for(corpus, flt).sum())
+    assert 0 < n_ok < 300
+    index = LibsqlIndex(corpus.db, corpus.model, create=False)
+    r, strategies = recall(corpus, index, queries, flt)
+    assert r == 1.0 and strategies == {"exact-subset"}
+    assert index.search(queries[0], K, flt).scanned == n_ok  # counted through the index
+    where, params = libsql_filter_sql(flt)
+    with UnitOfWork(corpus.db) as uow:
+        plan = " ".join(
+            str(row[-1])
+            for row in uow.fetchall(f"EXPLAIN QUERY PLAN SELECT 1 FROM prompts p WHERE {where}",
+                                    tuple(params))
+        )
+    assert "ix_prompts_created_at" in plan, plan
+
+
 def test_scores_are_cosine_similarities(corpus: Corpus) -> None:
     index = LibsqlIndex(corpus.db, corpus.model, create=False)
     q = corpus.vectors[17]

@@ -92,6 +92,9 @@ class Prompt(Base):
             "updated_at",
         ),
         Index("ix_prompts_status_id", "status", "id"),
+        # Created-time filters (search, the libsql backend's exact scans of a window) read
+        # the window from here instead of every prompt.
+        Index("ix_prompts_created_at", "created_at"),
     )
 
 

@@ -25,10 +25,11 @@ search_l; the ANN path needs m/N·L ≥ ``MARGIN``·k matches among its L candid
 selectivity ≥ 9% at k=10, L=200) and m > ``EXACT_MAX`` (1,000; below that an exact scan of the
 subset is as fast and exact):
 
-* filters on indexed columns only (status, owner, metadata keys given an expression index by
-  :func:`ensure_metadata_index`): a COUNT that stops at that threshold (it reads only the
-  index); below it, exact scan of the matching rows (read through the index);
-* other filters (other metadata keys, created range) have no index to count with: their
+* filters on indexed columns only (status, owner, created range since migration 0005, metadata
+  keys given an expression index by :func:`ensure_metadata_index`): a COUNT that stops at that
+  threshold (it reads only the index); below it, exact scan of the matching rows (read through
+  the index);
+* other filters (other metadata keys) have no index to count with: their
   selectivity on a random sample of 512 prompts decides; clearly below the threshold, exact
   scan (``json_extract`` over every prompt: ~20 ms at 50k, hence the expression indexes);
 * otherwise ``vector_top_k`` over-fetches all L candidates (costs what asking for k does),
@@ -68,6 +69,7 @@ MARGIN = 1.8  # the ANN path wants MARGIN·k expected matches among its search_l
 COUNT_TTL = 5.0  # seconds the row counts and the prompt sample are cached for
 SAMPLE = 512  # prompts sampled to estimate an unindexed filter's selectivity
 SAMPLE_SLACK = 1.6  # below need/SLACK sampled matches a filter skips the ANN attempt
+CREATED_INDEX = "ix_prompts_created_at"  # migration 0005
 
 _TABLE = re.compile(r"^emb_[a-z0-9_]{1,56}$")
 _OPTION = re.compile(
@@ -283,10 +285,14 @@ def repair_vector_meta(db: Database) -> int:
     return len(rows) - len(unique)
 
 
-def _indexed_only(flt: Filter, keys: frozenset[str] = frozenset()) -> bool:
-    """True if every condition of the filter has a b-tree index on prompts (status, owner, and
-    metadata ``keys`` with an expression index)."""
-    return flt.created_from is None and flt.created_to is None and set(flt.metadata) <= keys
+def _indexed_only(
+    flt: Filter, keys: frozenset[str] = frozenset(), *, created: bool = False
+) -> bool:
+    """True if every condition of the filter has a b-tree index on prompts (status, owner,
+    metadata ``keys`` with an expression index, and the created range when ``created``: the
+    index of migration 0005)."""
+    ranged = flt.created_from is not None or flt.created_to is not None
+    return (created or not ranged) and set(flt.metadata) <= keys
 
 
 _META_INDEX_SQL = re.compile(r"json_extract\(metadata, '\$\.([A-Za-z_][A-Za-z0-9_]{0,63})'\)")
@@ -363,6 +369,7 @@ class _Totals:
     sample: str
     sampled: int  # how many of the sampled rowids exist
     keys: frozenset[str]  # metadata keys with an expression index
+    created: bool  # prompts.created_at has its index (migration 0005)
 
 
 @dataclass(frozen=True, slots=True)
@@ -473,8 +480,12 @@ class LibsqlIndex:
                 "SELECT count(*) FROM prompts WHERE rowid IN (SELECT value FROM json_each(?))",
                 (sample,),
             )
+            created = uow.fetchone(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?",
+                (CREATED_INDEX,),
+            )
         keys = indexed_metadata_keys(self.db)
-        totals = _Totals(now, vectors, prompts, sample, int(hit[0]), keys)
+        totals = _Totals(now, vectors, prompts, sample, int(hit[0]), keys, bool(created[0]))
         self._counts = totals
         return totals
 
@@ -502,7 +513,8 @@ class LibsqlIndex:
             else:
                 where, params = filter_sql(flt)
                 query_ = _Query(uow, blob, k, where, params)
-                hits = self._filtered(query_, totals, indexed=_indexed_only(flt, totals.keys))
+                indexed = _indexed_only(flt, totals.keys, created=totals.created)
+                hits = self._filtered(query_, totals, indexed=indexed)
         with self._lock:
             self._strategies[hits.strategy] += 1
         return hits
