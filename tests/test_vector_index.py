@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -240,15 +240,56 @@ def test_memory_recall_default_planner(rsetup: RecallSetup, selectivity: float) 
 
 
 @pytest.mark.parametrize("selectivity", [0.5, 0.1, 0.01, 0.001])
-def test_memory_recall_forced_ann(rsetup: RecallSetup, selectivity: float) -> None:
-    """The ANN path alone (over-fetch sized to the selectivity, retry) keeps recall@10 ≥ 0.95."""
-    index = MemoryIndex(rsetup.db, rsetup.model, options=FORCE_ANN).open()
+def test_memory_recall_forced_overfetch(rsetup: RecallSetup, selectivity: float) -> None:
+    """The over-fetch path alone (sized to the selectivity, retry) keeps recall@10 ≥ 0.95."""
+    opts = replace(FORCE_ANN, filter_min=2.0)  # never filter inside the graph
+    index = MemoryIndex(rsetup.db, rsetup.model, options=opts).open()
     try:
         queries = 100 if selectivity >= 0.01 else 30
         assert measure(index, rsetup, by_created(selectivity), queries) >= 0.95
         strategies = index.stats()["strategies"]
         assert isinstance(strategies, dict)
         assert strategies.get("ann+overfetch", 0) >= queries // 2
+        assert "ann+filter" not in strategies
+    finally:
+        index.close()
+
+
+@pytest.mark.parametrize("selectivity", [0.5, 0.2, 0.1])
+@pytest.mark.parametrize("kind", ["created", "random"])
+def test_memory_recall_filtering_in_the_graph(
+    rsetup: RecallSetup, selectivity: float, kind: str
+) -> None:
+    """Where the ANN wins, a filter is applied during the graph search (efSearch sized to the
+    selectivity) and keeps recall@10 ≥ 0.95, for a created window (rows from a sorted column)
+    and for rows scattered at random (a status mask). At N = 6,000 the allowed rows are fewer
+    than ``filter_rows`` (2,000, sized for 50k): lowered here so the path runs at all."""
+    index = MemoryIndex(rsetup.db, rsetup.model, options=replace(FORCE_ANN, filter_rows=0)).open()
+    try:
+        if kind == "created":
+            flt = by_created(selectivity)
+        else:  # statuses are drawn at random (active 50%, draft 40%, archived 10%)
+            half = ms_to_iso(BASE_MS + N // 2)
+            flt = {
+                0.5: Filter(status=("active",)),
+                0.2: Filter(status=("archived", "draft"), created_from=half),
+                0.1: Filter(status=("archived",)),
+            }[selectivity]
+        assert measure(index, rsetup, flt) >= 0.95
+        strategies = index.stats()["strategies"]
+        assert isinstance(strategies, dict)
+        assert strategies.get("ann+filter", 0) >= 90, strategies
+    finally:
+        index.close()
+
+
+def test_few_allowed_rows_are_not_filtered_in_the_graph(rsetup: RecallSetup) -> None:
+    """Below ``filter_rows`` allowed rows the ANN path over-fetches instead (the graph search
+    would route to too few of them)."""
+    index = MemoryIndex(rsetup.db, rsetup.model, options=FORCE_ANN).open()
+    try:
+        assert measure(index, rsetup, by_created(0.1), 30) >= 0.95  # 600 rows < 2,000
+        assert set(index.stats()["strategies"]) == {"ann+overfetch"}  # type: ignore[arg-type]
     finally:
         index.close()
 

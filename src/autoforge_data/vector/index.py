@@ -7,10 +7,11 @@ libSQL stays the system of record; these indexes hold a copy in memory and follo
   efConstruction 100, exact float32 inner products) that stores the vectors once: the rows'
   matrix is a view of its storage. Plus the
   filter mirror (status, owner, created time and the values of the metadata keys searches filter
-  on), so a filter is a numpy mask, never SQL. A cost-based planner picks per query between the
-  ANN with an over-fetch sized to the filter's selectivity and an exact scan of the allowed
-  rows. Persisted as a snapshot (:mod:`.snapshot`) so a start loads it and replays the journal
-  instead of rebuilding.
+  on), so a filter is a numpy mask, never SQL. A cost-based planner picks per query between a
+  graph search that walks through disallowed rows without returning them (efSearch sized to the
+  filter's selectivity; 2-50% and 2,000 rows or more), the ANN with an over-fetch sized to it,
+  and an exact scan of the allowed rows. Persisted as a snapshot (:mod:`.snapshot`) so a start
+  loads it and replays the journal instead of rebuilding.
 * :class:`ExactIndex` — brute force over its own matrix and the same mirror; for small
   collections and as the recall reference.
 
@@ -331,7 +332,7 @@ class ExactIndex:
         rows, o = self._rows, self.opts
         if self._ann is None or rows.live < o.small:
             return "exact", None
-        ann_cost = o.ann_ns + o.candidate_ns * self._fetch_size(k, n_allowed)
+        ann_cost = o.ann_ns + o.candidate_ns * self._ann_work(k, n_allowed)[0]
         exact_cost = o.scan_ns * rows.n  # the whole matrix, contiguous
         if mask is not None and n_allowed < rows.live:
             exact_cost = min(exact_cost, o.gather_ns * n_allowed)
@@ -349,13 +350,28 @@ class ExactIndex:
         rows, o = self._rows, self.opts
         if self._ann is None or rows.live < o.small:
             return "exact", listed
-        ann_cost = o.ann_ns + o.candidate_ns * self._fetch_size(k, len(listed))
+        ann_cost = o.ann_ns + o.candidate_ns * self._ann_work(k, len(listed))[0]
         exact_cost = o.gather_ns * len(listed)
         if exact_cost > ann_cost >= o.scan_ns * len(listed) and _runs(listed) * RUN_MIN <= len(
             listed
         ):
             return "exact", listed  # long runs: scanned as matrix slices, near scan_ns a row
         return ("exact" if exact_cost <= ann_cost else "ann"), listed
+
+    def _ann_work(self, k: int, n_allowed: int) -> tuple[int, bool]:
+        """(candidates the ANN path visits per result list, whether it filters in the graph):
+        a filtered search walks the graph with a bitmap of the allowed rows when that needs a
+        smaller efSearch than the over-fetch would fetch (see ``IndexOptions.filter_ef``)."""
+        fetch = self._fetch_size(k, n_allowed)
+        rows, o = self._rows, self.opts
+        if n_allowed >= rows.live:
+            return fetch, False
+        sel = n_allowed / max(rows.n, 1)  # tombstones are walked through like disallowed rows
+        if sel < o.filter_min or n_allowed < o.filter_rows:
+            return fetch, False
+        base = max(o.ef, k)
+        ef = min(rows.n, max(base + 8, math.ceil(base * o.filter_ef / math.sqrt(sel))))
+        return (ef, True) if ef < fetch else (fetch, False)
 
     def _fetch_size(self, k: int, n_allowed: int) -> int:
         rows = self._rows
@@ -371,10 +387,18 @@ class ExactIndex:
         """ANN + post-filter + exact re-rank; None when too few candidates survive twice."""
         assert self._ann is not None
         rows = self._rows
-        fetch = self._fetch_size(k, n_allowed)
         want = min(k, n_allowed)
         filtered = n_allowed < rows.live
         keep = rows.alive if mask is None else mask  # graph ids are rows; tombstones drop out
+        ef, in_graph = self._ann_work(k, n_allowed)
+        if in_graph and mask is not None:
+            allowed = np.packbits(mask, bitorder="little")
+            if len(allowed) * 8 < len(self._ann):  # rows appended to the graph since the mask
+                allowed = np.pad(allowed, (0, (len(self._ann) + 7) // 8 - len(allowed)))
+            cand, scores = self._ann.search(q, k, ef=ef, allowed=allowed)
+            if np.count_nonzero(cand >= 0) >= want:
+                return Hits(rows.nums[cand[:want]], scores[:want], ef, "ann+filter")
+        fetch = self._fetch_size(k, n_allowed)
         for _ in range(3):
             cand, scores = self._ann.search(q, fetch)  # exact scores, best first
             if mask is None and rows.dead == 0 and fetch == k and cand[-1] >= 0:
