@@ -579,7 +579,8 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one run, in order
                 }
                 o = IndexOptions()
                 mem_params = (f"faiss HNSW M={o.connectivity} efC={o.expansion_add} "
-                              f"ef>={o.ef}, vectors held once, filter mirror, planner")
+                              f"ef>={o.ef}, rows in k-means order ({o.locality_clusters}), "
+                              "vectors held once, filter mirror, in-graph filter, planner")
                 run.add("memory-warm-start", True, "reopen from snapshot + journal replay", None,
                         load_s=round(statistics.median(warm), 3),
                         runs_s=[round(w, 3) for w in warm],

@@ -283,6 +283,31 @@ def test_memory_recall_filtering_in_the_graph(
         index.close()
 
 
+def test_locality_order_moves_rows_not_results(rsetup: RecallSetup) -> None:
+    """After a build the rows are reordered by k-means cluster (near vectors near in memory):
+    the graph is the same, so every search returns the same prompts with the same scores as
+    without the reordering, filtered or not, and every filter column moved with its row."""
+    plain = MemoryIndex(rsetup.db, rsetup.model, options=IndexOptions(locality_clusters=0))
+    ordered = MemoryIndex(rsetup.db, rsetup.model)
+    try:
+        plain.open()
+        ordered.open()
+        assert "locality_s" in ordered.stats() and "locality_s" not in plain.stats()
+        moved = ordered._rows.nums[: ordered._rows.n]
+        assert not np.array_equal(moved, plain._rows.nums[: plain._rows.n])
+        assert sorted(moved.tolist()) == sorted(plain._rows.nums[: plain._rows.n].tolist())
+        for flt in (Filter(), by_created(0.5), Filter(status=("archived",)),
+                    Filter(metadata={"team": "b"})):
+            for q in rsetup.queries[:40]:
+                a, b = plain.search(q, 10, flt), ordered.search(q, 10, flt)
+                assert a.nums.tolist() == b.nums.tolist()
+                assert np.allclose(a.scores, b.scores, atol=1e-6)
+                assert a.strategy == b.strategy
+    finally:
+        plain.close()
+        ordered.close()
+
+
 def test_few_allowed_rows_are_not_filtered_in_the_graph(rsetup: RecallSetup) -> None:
     """Below ``filter_rows`` allowed rows the ANN path over-fetches instead (the graph search
     would route to too few of them)."""

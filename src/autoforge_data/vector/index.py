@@ -152,6 +152,12 @@ class ExactIndex:
         if rows.dead or rows.owner_of_vecs is not None:
             rows.compact()
         ann = Ann.build(rows.vecs[: rows.n], rows.metric, self.opts)
+        start = time.perf_counter()
+        order = ann.locality_order()
+        if order is not None:  # near vectors near in memory (see IndexOptions)
+            ann.permute(order)
+            rows.permute(order)
+            self._timings["locality_s"] = round(time.perf_counter() - start, 3)
         rows.adopt(ann)
         return ann
 

@@ -396,15 +396,28 @@ class Rows:
     def compact(self) -> None:
         """Drop tombstones (rows move; nums do not); the vectors become a matrix of our own."""
         keep = np.flatnonzero(self.alive[: self.n])
-        self._sorted.clear()
         self.vecs = np.ascontiguousarray(self.vecs[keep])
         self.owner_of_vecs = None
+        self._take(keep)
+
+    def permute(self, order: np.ndarray) -> None:
+        """Reorder the rows (new row j is old row ``order[j]``), all but the vectors: the caller
+        permuted their owner the same way and adopts it again (see ``Ann.permute``)."""
+        if self.dead or self.owner_of_vecs is not None:
+            raise ValueError("only compacted rows with vectors of their own can be permuted")
+        if len(order) != self.n:
+            raise ValueError(f"order of {len(order)} rows for {self.n}")
+        self._take(order)
+
+    def _take(self, rows: np.ndarray) -> None:
+        """Keep ``rows`` of every column but the vectors, in that order."""
+        self._sorted.clear()
         for name in ("nums", "alive", "status", "owner", "created"):
-            setattr(self, name, getattr(self, name)[keep].copy())
+            setattr(self, name, getattr(self, name)[rows].copy())
         if self.sqnorm is not None:
-            self.sqnorm = self.sqnorm[keep].copy()
-        self.keys = {k: (c[keep].copy(), v) for k, (c, v) in self.keys.items()}
-        self.n = len(keep)
+            self.sqnorm = self.sqnorm[rows].copy()
+        self.keys = {k: (c[rows].copy(), v) for k, (c, v) in self.keys.items()}
+        self.n = len(rows)
         self.dead = 0
         self.pos[:] = -1
         self.pos[self.nums] = np.arange(self.n, dtype=np.int64)
