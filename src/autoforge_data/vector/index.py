@@ -242,6 +242,10 @@ class ExactIndex:
         """The k best prompts allowed by ``flt``; scores are cosine similarity (or -distance)."""
         flt = flt if flt is not None else _NO_FILTER
         q = self._query(query, k)
+        if flt is _NO_FILTER or flt.empty:
+            hits = self._unfiltered_ann(q, k)
+            if hits is not None:
+                return hits
         if flt.created_from is not None or flt.created_to is not None:
             created_bounds(flt)  # a malformed time fails before any work
         self._auto_refresh()
@@ -254,6 +258,28 @@ class ExactIndex:
             hits = self._search(q, k, flt, allowed)
             self._strategies[hits.strategy] = self._strategies.get(hits.strategy, 0) + 1
             return hits
+
+    def _unfiltered_ann(self, q: Vector, k: int) -> Hits | None:
+        """The common case on a short path: nothing filtered, no tombstones, a graph, and the
+        planner's cost model prefers it to a full scan (None: take the general path)."""
+        self._auto_refresh()
+        o = self.opts
+        with self._lock:
+            ann, rows = self._ann, self._rows
+            if (
+                ann is None
+                or rows.dead
+                or self._closed
+                or rows.n < o.small
+                or o.rerank != 1.0
+                or o.scan_ns * rows.n <= o.ann_ns + o.candidate_ns * k
+            ):
+                return None
+            ids, scores = ann.search(q, k)
+            if ids[-1] < 0:
+                return None
+            self._strategies["ann"] = self._strategies.get("ann", 0) + 1
+            return Hits(rows.nums[ids], scores, k, "ann")
 
     def _mirror(self, flt: Filter) -> bool:
         """Make sure the filter's metadata keys are mirrored; False if they cannot be (the
@@ -300,7 +326,8 @@ class ExactIndex:
         if self.model.metric == "cosine":
             if squares == 0.0:
                 raise InvalidInput("query vector is all zeros", hint="cosine needs a direction")
-            q = q * np.float32(1.0 / math.sqrt(squares))
+            if abs(squares - 1.0) > 1e-6:  # embedders return unit vectors: no copy for those
+                q = q * np.float32(1.0 / math.sqrt(squares))
         return q
 
     def _search(self, q: Vector, k: int, flt: Filter, allowed: Nums | None) -> Hits:
