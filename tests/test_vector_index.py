@@ -264,7 +264,8 @@ def test_memory_recall_filtering_in_the_graph(
     selectivity) and keeps recall@10 ≥ 0.95, for a created window (rows from a sorted column)
     and for rows scattered at random (a status mask). At N = 6,000 the allowed rows are fewer
     than ``filter_rows`` (2,000, sized for 50k): lowered here so the path runs at all."""
-    index = MemoryIndex(rsetup.db, rsetup.model, options=replace(FORCE_ANN, filter_rows=0)).open()
+    opts = replace(FORCE_ANN, filter_rows=0, filter_min=0.02)
+    index = MemoryIndex(rsetup.db, rsetup.model, options=opts).open()
     try:
         if kind == "created":
             flt = by_created(selectivity)
