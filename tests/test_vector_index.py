@@ -311,10 +311,11 @@ def test_locality_order_moves_rows_not_results(rsetup: RecallSetup) -> None:
 
 def test_few_allowed_rows_are_not_filtered_in_the_graph(rsetup: RecallSetup) -> None:
     """Below ``filter_rows`` allowed rows the ANN path over-fetches instead (the graph search
-    would route to too few of them)."""
-    index = MemoryIndex(rsetup.db, rsetup.model, options=FORCE_ANN).open()
+    would route to too few of them), even at a selectivity that filters in the graph."""
+    index = MemoryIndex(rsetup.db, rsetup.model, options=replace(FORCE_ANN, filter_rows=4_000))
+    index.open()
     try:
-        assert measure(index, rsetup, by_created(0.1), 30) >= 0.95  # 600 rows < 2,000
+        assert measure(index, rsetup, by_created(0.5), 30) >= 0.95  # 3,000 rows < 4,000
         assert set(index.stats()["strategies"]) == {"ann+overfetch"}  # type: ignore[arg-type]
     finally:
         index.close()

@@ -19,6 +19,8 @@ faiss HNSW cannot delete: a changed or deleted row stays in the graph as a tombs
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,18 @@ faiss: Any = _faiss_typed  # its bundled stubs lack search_c, get_xb, HNSW field
 _OMP = threading.Lock()  # faiss's OpenMP thread count is process-wide: one build sets it at once
 
 
+@contextmanager
+def _threads(count: int) -> Iterator[None]:
+    """faiss's OpenMP threads set to ``count`` for one build step, then restored."""
+    with _OMP:
+        before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(max(1, count))
+        try:
+            yield
+        finally:
+            faiss.omp_set_num_threads(before)
+
+
 class Ann:
     """A faiss HNSW graph over float32 vectors; graph id i is row i of the owner's rows."""
 
@@ -105,13 +119,8 @@ class Ann:
         if not len(vectors):
             return
         x = np.ascontiguousarray(vectors, dtype=np.float32)
-        with _OMP:
-            before = faiss.omp_get_max_threads()
-            faiss.omp_set_num_threads(max(1, self.opts.build_threads))
-            try:
-                self.index.add(x)
-            finally:
-                faiss.omp_set_num_threads(before)
+        with _threads(self.opts.build_threads):
+            self.index.add(x)
 
     def locality_order(self) -> np.ndarray | None:
         """A row order that keeps near vectors near in memory (None: too few rows to cluster).
@@ -125,18 +134,13 @@ class Ann:
             return None
         x = self.matrix()
         sample = np.random.default_rng(n).choice(n, size=min(n, 40 * clusters), replace=False)
-        with _OMP:
-            before = faiss.omp_get_max_threads()
-            faiss.omp_set_num_threads(max(1, self.opts.build_threads))
-            try:
-                km = faiss.Kmeans(
-                    self.dimension, clusters, niter=8, seed=1234,
-                    spherical=self.metric == "cosine", verbose=False,
-                )
-                km.train(np.ascontiguousarray(x[np.sort(sample)]))
-                _, nearest = km.index.search(x, 1)
-            finally:
-                faiss.omp_set_num_threads(before)
+        with _threads(self.opts.build_threads):
+            km = faiss.Kmeans(
+                self.dimension, clusters, niter=8, seed=1234,
+                spherical=self.metric == "cosine", verbose=False,
+            )
+            km.train(np.ascontiguousarray(x[np.sort(sample)]))
+            _, nearest = km.index.search(x, 1)
         order: np.ndarray = np.argsort(nearest[:, 0], kind="stable").astype(np.int64)
         return order
 

@@ -343,15 +343,16 @@ class ExactIndex:
             n_allowed = int(np.count_nonzero(mask))
         if n_allowed == 0:
             return Hits(np.empty(0, np.int64), np.empty(0, np.float32), 0, "empty")
+        work = self._ann_work(k, n_allowed)  # the ANN path's size, priced by the planner
         if listed is not None:
-            plan, cand = self._plan_listed(k, listed)
+            plan, cand = self._plan_listed(k, listed, work[0])
         else:
-            plan, cand = self._plan(k, n_allowed, mask)
+            plan, cand = self._plan(k, n_allowed, mask, work[0])
         if plan == "ann":
             if listed is not None:
                 mask = np.zeros(rows.n, dtype=bool)
                 mask[listed] = True
-            hits = self._ann_search(q, k, mask, n_allowed)
+            hits = self._ann_search(q, k, mask, n_allowed, work)
             if hits is not None:
                 return hits
         strategy = "exact" if n_allowed == rows.live else "exact-subset"
@@ -359,13 +360,13 @@ class ExactIndex:
             return self._exact(q, k, mask, n_allowed, strategy=strategy, cand=cand)
 
     def _plan(
-        self, k: int, n_allowed: int, mask: np.ndarray | None
+        self, k: int, n_allowed: int, mask: np.ndarray | None, ann_work: int
     ) -> tuple[str, np.ndarray | None]:
         """'ann' or 'exact', whichever costs less by the model (+ the allowed rows if listed)."""
         rows, o = self._rows, self.opts
         if self._ann is None or rows.live < o.small:
             return "exact", None
-        ann_cost = o.ann_ns + o.candidate_ns * self._ann_work(k, n_allowed)[0]
+        ann_cost = o.ann_ns + o.candidate_ns * ann_work
         exact_cost = o.scan_ns * rows.n  # the whole matrix, contiguous
         if mask is not None and n_allowed < rows.live:
             exact_cost = min(exact_cost, o.gather_ns * n_allowed)
@@ -377,13 +378,15 @@ class ExactIndex:
                     return "exact", cand
         return ("exact" if exact_cost <= ann_cost else "ann"), None
 
-    def _plan_listed(self, k: int, listed: np.ndarray) -> tuple[str, np.ndarray | None]:
+    def _plan_listed(
+        self, k: int, listed: np.ndarray, ann_work: int
+    ) -> tuple[str, np.ndarray | None]:
         """:meth:`_plan` for allowed rows already listed: scan them (in runs when they lie in
         long runs) or the ANN; a full scan with a mask never wins over gathering a list."""
         rows, o = self._rows, self.opts
         if self._ann is None or rows.live < o.small:
             return "exact", listed
-        ann_cost = o.ann_ns + o.candidate_ns * self._ann_work(k, len(listed))[0]
+        ann_cost = o.ann_ns + o.candidate_ns * ann_work
         exact_cost = o.gather_ns * len(listed)
         if exact_cost > ann_cost >= o.scan_ns * len(listed) and _runs(listed) * RUN_MIN <= len(
             listed
@@ -415,7 +418,7 @@ class ExactIndex:
         return min(rows.n, math.ceil(k * per_result * rows.n / max(rows.live, 1)))
 
     def _ann_search(
-        self, q: Vector, k: int, mask: np.ndarray | None, n_allowed: int
+        self, q: Vector, k: int, mask: np.ndarray | None, n_allowed: int, work: tuple[int, bool]
     ) -> Hits | None:
         """ANN + post-filter + exact re-rank; None when too few candidates survive twice."""
         assert self._ann is not None
@@ -423,7 +426,7 @@ class ExactIndex:
         want = min(k, n_allowed)
         filtered = n_allowed < rows.live
         keep = rows.alive if mask is None else mask  # graph ids are rows; tombstones drop out
-        ef, in_graph = self._ann_work(k, n_allowed)
+        ef, in_graph = work
         if in_graph and mask is not None:
             allowed = np.packbits(mask, bitorder="little")
             if len(allowed) * 8 < len(self._ann):  # rows appended to the graph since the mask
