@@ -43,21 +43,22 @@ class IndexOptions:
     rerank: float = 1.0  # ANN results fetched per wanted result when nothing is filtered
     margin: float = 2.0  # over-fetch = k / selectivity x margin (recall >= 0.96 at 1-50 %)
     # A filtered graph search (disallowed rows are walked through, never returned) with
-    # efSearch = max(ef, k) x filter_ef / sqrt(selectivity), at least max(ef, k) + 8: recall@10
-    # 0.96-0.98 at 2-50% of 50k clustered vectors (10%: ef 57 instead of over-fetching 200).
-    # Only for at least filter_min of the rows and filter_rows rows: below, the graph routes to
-    # too few allowed rows (50k, 1%: recall stuck near 0.78 at any ef; 6k, 5% = 300 rows: ef 160
-    # for 0.95), and an exact scan of them costs about as much as the graph search anyway.
-    # On the real MiniLM corpus (50k) ef 57 at 10% gave recall 0.90-0.91, below the 0.95 the
-    # synthetic calibration promised: by default only filters keeping >= 30% use it (50%: 0.96
-    # real), the rest over-fetch (0.997 at 10%) until the rule is calibrated on real vectors.
-    filter_ef: float = 1.0
-    filter_min: float = 0.3
+    # efSearch = max(ef, k) x filter_ef / selectivity^filter_exp, at least max(ef, k) + 8.
+    # Calibrated on the real corpus (50k MiniLM vectors, random filters, 400 queries): the
+    # smallest efSearch for recall@10 >= 0.96 was 32 / 48 / 64 / 96 / 160 at 50 / 30 / 20 / 10 /
+    # 5%; the rule gives 35 / 53 / 71 / 108 / 176 (10%: 255 us against 454 us for over-fetching
+    # 200). Only for at least filter_min of the rows and filter_rows rows: below 5% the graph
+    # routes to too few allowed rows (2%: ef 384 for 0.958, 1%: 0.93 at ef 512), and an exact
+    # scan of them is cheaper anyway (1,000 rows ~235 us).
+    filter_ef: float = 0.9
+    filter_exp: float = 0.7
+    filter_min: float = 0.05
     filter_rows: int = 2_000
-    # Planner cost model (ns), measured at 384-d on 2 cores (idle and busy runs, 1 BLAS thread):
-    # exact scan of gathered rows, of contiguous rows, and ANN search per fetched candidate
-    # plus a fixed cost per ANN query.
-    gather_ns: float = 75.0
+    # Planner cost model (ns), measured at 384-d on 2 cores (1 BLAS thread): exact scan of
+    # gathered rows (random rows of the 73 MiB matrix: ~240 ns each on the real corpus, memory
+    # bound), of contiguous rows, and ANN search per fetched candidate plus a fixed cost per ANN
+    # query.
+    gather_ns: float = 240.0
     scan_ns: float = 30.0
     candidate_ns: float = 1_500.0
     ann_ns: float = 40_000.0

@@ -406,7 +406,7 @@ class ExactIndex:
         if sel < o.filter_min or n_allowed < o.filter_rows:
             return fetch, False
         base = max(o.ef, k)
-        ef = min(rows.n, max(base + 8, math.ceil(base * o.filter_ef / math.sqrt(sel))))
+        ef = min(rows.n, max(base + 8, math.ceil(base * o.filter_ef * sel**-o.filter_exp)))
         return (ef, True) if ef < fetch else (fetch, False)
 
     def _fetch_size(self, k: int, n_allowed: int) -> int:
