@@ -606,10 +606,15 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one run, in order
                 for eng in engines[:2]:
                     picks[eng.name] = {"ef95": smallest_ef(sweeps[eng.name], 0.95),
                                        "match": smallest_ef(sweeps[eng.name], mem_recall)}
+                    below = [p for p in sweeps[eng.name] if p[1] < mem_recall]
+                    if below:  # the other end of the recall bracket, for the interpolation
+                        picks[eng.name]["below"] = below[-1]
+                    seen: set[int] = set()
                     for key, (ef, _) in picks[eng.name].items():
                         label = f"{eng.name}@{key}"
-                        if key == "match" and ef == picks[eng.name]["ef95"][0]:
+                        if ef in seen:
                             continue
+                        seen.add(ef)
 
                         def fn(j: int, eng: Baseline = eng, ef: int = ef) -> np.ndarray:
                             if eng.ef != ef:

@@ -3,8 +3,8 @@
 libSQL stays the system of record; these indexes hold a copy in memory and follow the
 ``vector_journal`` (written by triggers in every writer's transaction) to stay current:
 
-* :class:`~autoforge_data.vector.memory.MemoryIndex` — a faiss HNSW graph (M=32,
-  efConstruction 100, exact float32 inner products) that stores the vectors once: the rows'
+* :class:`~autoforge_data.vector.memory.MemoryIndex` — a faiss HNSW graph (M=24,
+  efConstruction 200, exact float32 inner products) that stores the vectors once: the rows'
   matrix is a view of its storage. Plus the
   filter mirror (status, owner, created time and the values of the metadata keys searches filter
   on), so a filter is a numpy mask, never SQL. A cost-based planner picks per query between a
