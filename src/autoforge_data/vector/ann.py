@@ -5,7 +5,7 @@ MiniLM vectors, ``bench/results/vector.md``):
 
 * The vectors are stored once. The graph's own float32 storage *is* the matrix the exact scans
   and the filters read (:meth:`Ann.matrix` is a numpy view of it, row i = graph id i), so the
-  index costs the raw vectors plus the links (M=24: ~200 bytes a vector). The former usearch
+  index costs the raw vectors plus the links (M=24: ~210 bytes a vector). The former usearch
   design kept its int8 copy next to our float32 matrix (1.79x the raw vectors in RSS).
 * Distances in the graph are exact float32 inner products: the top k need no re-rank.
 * The per-query fixed cost is small: ``search_c`` with preallocated outputs costs ~10 us; the
@@ -69,12 +69,12 @@ class IndexOptions:
     # (0: never), so the vectors a graph search reads are near each other in memory: same
     # graph, same results, 12-20% more QPS at 50k x 384 (the vectors do not fit the 32 MiB L3).
     locality_clusters: int = 256
-    # HNSW M (2M links a vector on the base layer) and efConstruction. On the real corpus,
-    # against M=32 efC=100 (faiss's graph in the benchmark): recall@10 at efSearch 24 0.965 vs
-    # 0.960 at the same QPS (the denser graph costs per hop what it saves in hops), 25% fewer
-    # links, build 12 s vs 8 s on 2 threads (hnswlib M=16 efC=200: ~20 s).
+    # HNSW M (2M links a vector on the base layer) and efConstruction, on the real corpus
+    # (50k MiniLM vectors, efSearch 24, faiss's own search call, idle, 2 build threads):
+    # M=24 efC=100 recall@10 0.961 at 14,800 QPS, build 5.5 s; M=32 efC=100 0.960 at 11,900,
+    # 5.7 s; M=24 efC=200 0.965 at ~13,000, ~10 s; M=16 efC=200 0.959 at 14,600, 10.0 s.
     connectivity: int = 24
-    expansion_add: int = 200
+    expansion_add: int = 100
     build_threads: int = 2
 
 

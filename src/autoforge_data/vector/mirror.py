@@ -464,13 +464,17 @@ class Rows:
     def _rows_between(self, name: str, column: np.ndarray, lo: int, hi: int) -> np.ndarray:
         """Rows whose ``column`` value is in [lo, hi) (any order), from the sorted column."""
         order, values = self._rows_sorted(name, column)
-        a, b = np.searchsorted(values, [lo, hi])
+        info = np.iinfo(values.dtype)  # bounds in the column's type: a list costs a cast of it
+        bounds = np.array([min(max(v, info.min), info.max) for v in (lo, hi)], dtype=values.dtype)
+        a, b = np.searchsorted(values, bounds)
         return order[a:b]
 
     def select(self, flt: Filter) -> np.ndarray | None:
         """The live rows ``flt`` allows, sorted, found through sorted columns (no pass over all
-        rows once sorted); None when only status conditions (half the rows, say) narrow it:
-        a mask is cheaper then. Every mirrored condition is used; the smallest list is checked
+        rows once sorted); None when only status conditions (half the rows, say) narrow it, or
+        when the narrowest condition keeps more than 1/16 of the rows: a mask is cheaper then
+        (10% of 50k real rows: sorting and checking the 5,000-row list cost ~100 us more than
+        the mask's two passes). Every mirrored condition is used; the smallest list is checked
         against the others row by row."""
         parts: list[np.ndarray] = []
         if flt.owner_id is not None:
@@ -489,7 +493,7 @@ class Rows:
             first = np.iinfo(np.int64).min if lo is None else lo
             last = np.iinfo(np.int64).max if hi is None else hi
             parts.append(self._rows_between("created", self.created, first, last))
-        if not parts:
+        if not parts or min(map(len, parts)) > self.n // 16:
             return None
         parts.sort(key=len)
         out = parts[0]
