@@ -263,8 +263,9 @@ def test_memory_recall_filtering_in_the_graph(
     """Where the ANN wins, a filter is applied during the graph search (efSearch sized to the
     selectivity) and keeps recall@10 ≥ 0.95, for a created window (rows from a sorted column)
     and for rows scattered at random (a status mask). At N = 6,000 the allowed rows are fewer
-    than ``filter_rows`` (2,000, sized for 50k): lowered here so the path runs at all."""
-    opts = replace(FORCE_ANN, filter_rows=0, filter_min=0.02)
+    than ``filter_rows`` (2,000, sized for 50k): lowered here so the path runs at all, and at
+    50% the default prefers the over-fetch (``filter_cost``): made neutral to test the path."""
+    opts = replace(FORCE_ANN, filter_rows=0, filter_min=0.02, filter_cost=1.0)
     index = MemoryIndex(rsetup.db, rsetup.model, options=opts).open()
     try:
         if kind == "created":
@@ -307,6 +308,28 @@ def test_locality_order_moves_rows_not_results(rsetup: RecallSetup) -> None:
     finally:
         plain.close()
         ordered.close()
+
+
+def test_ann_work_picks_the_filtered_graph_search_where_it_is_cheaper(
+    rsetup: RecallSetup,
+) -> None:
+    """The default rule (calibrated on 50k real vectors) at this index's size: unfiltered and
+    50% over-fetch (an in-graph search walks the disallowed rows too), 30-5% filter in the graph
+    with efSearch growing as selectivity^-0.7, and below 5% never in the graph."""
+    index = MemoryIndex(rsetup.db, rsetup.model, options=replace(IndexOptions(), filter_rows=0))
+    index.open()
+    try:
+        n = index._rows.n
+        sels = (1.0, 0.5, 0.3, 0.1, 0.05, 0.02)
+        work = {sel: index._ann_work(10, round(n * sel)) for sel in sels}
+        assert work[1.0] == (10, False)  # k results (efSearch is raised to 24 in the search)
+        assert work[0.5] == (40, False)  # k / sel x margin 2
+        assert work[0.3][1] and work[0.1][1] and work[0.05][1]
+        assert work[0.3][0] < work[0.1][0] < work[0.05][0]
+        assert 100 <= work[0.1][0] <= 115  # 24 x 0.9 / 0.1^0.7 = 108
+        assert work[0.02] == (1000, False)
+    finally:
+        index.close()
 
 
 def test_few_allowed_rows_are_not_filtered_in_the_graph(rsetup: RecallSetup) -> None:

@@ -39,7 +39,7 @@ import numpy as np
 
 from autoforge_data.db.engine import Database
 from autoforge_data.errors import AfdbError, ConfigError, InvalidInput
-from autoforge_data.vector.ann import Ann, IndexOptions
+from autoforge_data.vector.ann import Ann, IndexOptions, dots_by_index
 from autoforge_data.vector.base import (
     MAX_K,
     Filter,
@@ -356,8 +356,7 @@ class ExactIndex:
             if hits is not None:
                 return hits
         strategy = "exact" if n_allowed == rows.live else "exact-subset"
-        with _single_blas_thread:  # scans are where BLAS threads matter (see the class)
-            return self._exact(q, k, mask, n_allowed, strategy=strategy, cand=cand)
+        return self._exact(q, k, mask, n_allowed, strategy=strategy, cand=cand)
 
     def _plan(
         self, k: int, n_allowed: int, mask: np.ndarray | None, ann_work: int
@@ -408,7 +407,7 @@ class ExactIndex:
             return fetch, False
         base = max(o.ef, k)
         ef = min(rows.n, max(base + 8, math.ceil(base * o.filter_ef * sel**-o.filter_exp)))
-        return (ef, True) if ef < fetch else (fetch, False)
+        return (ef, True) if ef * o.filter_cost < fetch else (fetch, False)
 
     def _fetch_size(self, k: int, n_allowed: int) -> int:
         rows = self._rows
@@ -480,18 +479,16 @@ class ExactIndex:
         rows = self._rows
         dots: np.ndarray
         if cand is None:
-            dots = rows.vecs[: rows.n] @ q
-        elif len(cand) <= 1024:
-            dots = rows.vecs[cand] @ q
+            with _single_blas_thread:  # BLAS scans are where its threads matter (see the class)
+                dots = rows.vecs[: rows.n] @ q
         elif len(cand) >= RUN_MIN * 8 and _runs(cand) * RUN_MIN <= len(cand):
             dots = np.empty(len(cand), dtype=np.float32)  # long runs: slices, no copy
             bounds = [0, *(np.flatnonzero(np.diff(cand) != 1) + 1).tolist(), len(cand)]
-            for a, b in itertools.pairwise(bounds):
-                dots[a:b] = rows.vecs[cand[a] : cand[b - 1] + 1] @ q
-        else:  # gather in cache-sized blocks: 3x faster than one big fancy-index copy
-            dots = np.empty(len(cand), dtype=np.float32)
-            for s in range(0, len(cand), 1024):
-                dots[s : s + 1024] = rows.vecs[cand[s : s + 1024]] @ q
+            with _single_blas_thread:
+                for a, b in itertools.pairwise(bounds):
+                    dots[a:b] = rows.vecs[cand[a] : cand[b - 1] + 1] @ q
+        else:  # scattered rows: read in place, not gathered into a copy first
+            dots = dots_by_index(rows.vecs, q, cand)
         if rows.sqnorm is None:
             return dots
         sq = rows.sqnorm[: rows.n] if cand is None else rows.sqnorm[cand]
