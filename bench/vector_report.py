@@ -205,8 +205,8 @@ def report(run: Any) -> str:
         f"Run took **{notes['total_s'] / 60:.1f} min**; phases (s): "
         + ", ".join(f"{k} {v}" for k, v in run.phases.items()) + ".",
         "",
-        "Machine: " + f"{platform.machine()}, {__import__('os').cpu_count()} cores, shared: other "
-        "engineers' test runs were going on, load average (1/5/15 min) "
+        "Machine: " + f"{platform.machine()}, {__import__('os').cpu_count()} cores, shared with "
+        "other work (the load average tells how busy it was), load average (1/5/15 min) "
         + "; ".join(f"{k} {a[0]:.1f}/{a[1]:.1f}/{a[2]:.1f}" for k, a in run.loads)
         + ". Expect ±15–30% on QPS; the unfiltered memory/hnswlib/faiss comparison is the "
         "median of interleaved rounds for that reason.",
