@@ -81,6 +81,11 @@ class IndexOptions:
     expansion_add: int = 100
     build_threads: int = 2
 
+    def ann_cost(self, candidates: int) -> float:
+        """Modelled ns of one ANN query that fetches ``candidates`` (the planner's and the
+        unfiltered short path's one formula)."""
+        return self.ann_ns + self.candidate_ns * candidates
+
 
 faiss: Any = _faiss_typed  # its bundled stubs lack search_c, get_xb, HNSW fields, ...
 _OMP = threading.Lock()  # faiss's OpenMP thread count is process-wide: one build sets it at once

@@ -272,7 +272,7 @@ class ExactIndex:
                 or self._closed
                 or rows.n < o.small
                 or o.rerank != 1.0
-                or o.scan_ns * rows.n <= o.ann_ns + o.candidate_ns * k
+                or o.scan_ns * rows.n <= o.ann_cost(k)
             ):
                 return None
             ids, scores = ann.search(q, k)
@@ -365,7 +365,7 @@ class ExactIndex:
         rows, o = self._rows, self.opts
         if self._ann is None or rows.live < o.small:
             return "exact", None
-        ann_cost = o.ann_ns + o.candidate_ns * ann_work
+        ann_cost = o.ann_cost(ann_work)
         exact_cost = o.scan_ns * rows.n  # the whole matrix, contiguous
         if mask is not None and n_allowed < rows.live:
             exact_cost = min(exact_cost, o.gather_ns * n_allowed)
@@ -386,7 +386,7 @@ class ExactIndex:
         rows, o = self._rows, self.opts
         if self._ann is None or rows.live < o.small:
             return "exact", listed
-        ann_cost = o.ann_ns + o.candidate_ns * ann_work
+        ann_cost = o.ann_cost(ann_work)
         exact_cost = o.gather_ns * len(listed)
         if exact_cost > ann_cost >= o.scan_ns * len(listed) and _runs(listed) * RUN_MIN <= len(
             listed
