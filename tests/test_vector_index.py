@@ -976,3 +976,34 @@ def test_stats_report_sizes_and_strategies(rsetup: RecallSetup) -> None:
         assert memory_mb < 2.0 * N * DIM * 4 / 2**20
     finally:
         index.close()
+
+
+def test_dots_by_index_reads_rows_in_place_and_checks_bounds() -> None:
+    """The in-place exact scores equal a numpy gather, on writable and read-only matrices; an
+    index out of range is an error before the C code runs; no rows, no scores."""
+    from autoforge_data.vector.ann import dots_by_index
+
+    rng = np.random.default_rng(2)
+    matrix = rng.standard_normal((300, 16)).astype(np.float32)
+    q = matrix[7]
+    rows = np.array([299, 0, 7, 7, 150])
+    assert np.allclose(dots_by_index(matrix, q, rows), matrix[rows] @ q, atol=1e-5)
+    frozen = matrix.copy()
+    frozen.flags.writeable = False
+    assert np.allclose(dots_by_index(frozen, q, rows), matrix[rows] @ q, atol=1e-5)
+    assert dots_by_index(matrix, q, np.empty(0, dtype=np.int64)).shape == (0,)
+    for bad in ([300], [-1], [5, 1_000_000]):
+        with pytest.raises(IndexError):
+            dots_by_index(matrix, q, np.array(bad))
+    with pytest.raises(ValueError):
+        dots_by_index(np.asfortranarray(matrix), q, rows)
+
+
+def test_mask_runs_counts_like_the_row_list() -> None:
+    """Runs counted on a mask equal runs of the listed rows (the planner's cheaper count)."""
+    from autoforge_data.vector.index import _mask_runs, _runs
+
+    rng = np.random.default_rng(4)
+    for _ in range(300):
+        mask = rng.random(int(rng.integers(0, 60))) < rng.random()
+        assert _mask_runs(mask) == _runs(np.flatnonzero(mask))
