@@ -40,6 +40,7 @@ bench: test-deps  ## benchmarks against same-run baselines; results in bench/res
 	$(BIN)/python bench/db.py
 	$(BIN)/python bench/durability.py
 	$(BIN)/python bench/vector.py
+	$(BIN)/python bench/vector_tuning.py
 	$(BIN)/python bench/cache.py
 	$(BIN)/python bench/ops.py
 	$(BIN)/python bench/api.py

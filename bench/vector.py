@@ -638,7 +638,7 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one run, in order
                             **t, build_s=eng.info["build_s"], size_mb=eng.info["size_mb"],
                             mem_mb=eng.info["mem_mb"], load_s=eng.info["load_s"], **extra,
                             build_runs_s=eng.info.get("build_runs_s"),
-                            ef_role="+".join(keys), chosen="ef95" in keys)
+                            ef=ef, ef_role="+".join(keys), chosen="ef95" in keys)
                     log(f"  {label} ef={ef}: recall {res['recall10']}, {res['qps']} QPS "
                         f"{res['qps_rounds']}")
                 log(f"  memory: recall {h2h['memory']['recall10']}, {h2h['memory']['qps']} QPS "

@@ -48,7 +48,7 @@ def _on_curve(rows: list[dict[str, Any]], engine: str, recall: float
     """(engine, QPS at ``recall`` interpolated between its two bracketing head-to-head efs,
     lower ef, upper ef); None without a bracket."""
     timed = sorted(
-        ((r["recall10"], r["qps"], int(r["params"].rsplit("ef=", 1)[1])) for r in rows
+        ((r["recall10"], r["qps"], int(r["ef"])) for r in rows
          if r["engine"] == engine and r.get("h2h") and r["selectivity"] == 1.0),
     )
     below = [t for t in timed if t[0] < recall]

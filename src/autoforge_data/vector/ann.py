@@ -18,6 +18,7 @@ faiss HNSW cannot delete: a changed or deleted row stays in the graph as a tombs
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,17 +45,17 @@ class IndexOptions:
     margin: float = 2.0  # over-fetch = k / selectivity x margin (recall >= 0.96 at 1-50 %)
     # A filtered graph search (disallowed rows are walked through, never returned) with
     # efSearch = max(ef, k) x filter_ef / selectivity^filter_exp, at least max(ef, k) + 8.
-    # Calibrated on the real corpus (50k MiniLM vectors, random filters, 400 queries): the
-    # smallest efSearch for recall@10 >= 0.96 was 32 / 48 / 64 / 96 / 160 at 50 / 30 / 20 / 10 /
-    # 5%; the rule gives 35 / 53 / 71 / 108 / 176 (10%: 255 us against 454 us for over-fetching
-    # 200). Only for at least filter_min of the rows and filter_rows rows: below 5% the graph
-    # routes to too few allowed rows (2%: ef 384 for 0.958, 1%: 0.93 at ef 512), and an exact
-    # scan of them is cheaper anyway (1,000 rows ~120 us).
+    # Calibrated on the real corpus (bench/results/vector_tuning.md: 50k MiniLM vectors, random
+    # filters, 400 queries): at 50 / 30 / 20 / 10 / 5% the rule gives efSearch 36 / 51 / 67 /
+    # 109 / 176 and recall@10 0.967 / 0.968 / 0.969 / 0.969 / 0.957 (10%: 276 us against 470 us
+    # for over-fetching 200). Only for at least filter_min of the rows and filter_rows rows:
+    # below 5% the graph routes to too few allowed rows (2%: 0.947 at efSearch 334), and exact
+    # scores of them are cheaper anyway (5%: 240 us, 2%: 102 us).
     filter_ef: float = 0.9
     filter_exp: float = 0.7
     # A filtered graph search costs about this many unfiltered ones of the same efSearch (it
-    # walks through disallowed rows): 50% at ef 32 104 us vs over-fetching 40 110 us. It is
-    # used only when cheaper than the over-fetch by that measure (50%: over-fetch, 0.97-0.98).
+    # walks through disallowed rows): at 50% the rule's efSearch 36 took 122 us for recall
+    # 0.967, over-fetching 40 123 us for 0.972, so it is used only when cheaper by that measure.
     filter_cost: float = 1.25
     filter_min: float = 0.05
     filter_rows: int = 2_000
@@ -71,16 +72,25 @@ class IndexOptions:
     save_every: int = 5_000  # journal entries applied since the last snapshot that trigger one
     # After a build, rows are reordered by their nearest of up to this many k-means centroids
     # (0: never), so the vectors a graph search reads are near each other in memory: same
-    # graph, same results; ~5% more QPS on the real 50k x 384 corpus (12-20% on clustered
-    # synthetic vectors), where the vectors (73 MiB) do not fit the 32 MiB L3.
+    # graph, same results; 1.07x the QPS on the real 50k x 384 corpus (vector_tuning.md),
+    # where the vectors (73 MiB) do not fit the 32 MiB L3.
     locality_clusters: int = 256
-    # HNSW M (2M links a vector on the base layer) and efConstruction, on the real corpus
-    # (50k MiniLM vectors, efSearch 24, faiss's own search call, idle, 2 build threads):
-    # M=24 efC=100 recall@10 0.961 at 14,800 QPS, build 5.5 s; M=32 efC=100 0.960 at 11,900,
-    # 5.7 s; M=24 efC=200 0.965 at ~13,000, ~10 s; M=16 efC=200 0.959 at 14,600, 10.0 s.
+    # HNSW M (2M links a vector on the base layer) and efConstruction (vector_tuning.md, efSearch
+    # 24): M=24 efC=100 recall@10 0.963 at 13,500 QPS, build 5.4 s; M=32 efC=100 0.969 at 12,800,
+    # 5.6 s; M=24 efC=200 0.965 at 12,100, 10.8 s; M=16 efC=200 0.957 at 14,700, 9.9 s. M=24 and
+    # M=32 at efC 100 lie on one recall-QPS curve within run-to-run noise (their builds are not
+    # deterministic on 2 threads); M=24 has 25% fewer links. efC 200 breaks the build target.
     connectivity: int = 24
     expansion_add: int = 100
     build_threads: int = 2
+
+    def filtered_ef(self, k: int, selectivity: float, rows: int) -> int:
+        """efSearch of a graph search filtered to ``selectivity`` of ``rows`` (the rule above;
+        ``bench/vector_tuning.py`` measures it)."""
+        base = max(self.ef, k)
+        scale: float = self.filter_ef / selectivity**self.filter_exp
+        want = math.ceil(base * scale)
+        return min(rows, max(base + 8, want))
 
     def ann_cost(self, candidates: int) -> float:
         """Modelled ns of one ANN query that fetches ``candidates`` (the planner's and the

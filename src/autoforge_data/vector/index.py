@@ -405,8 +405,7 @@ class ExactIndex:
         sel = n_allowed / max(rows.n, 1)  # tombstones are walked through like disallowed rows
         if sel < o.filter_min or n_allowed < o.filter_rows:
             return fetch, False
-        base = max(o.ef, k)
-        ef = min(rows.n, max(base + 8, math.ceil(base * o.filter_ef * sel**-o.filter_exp)))
+        ef = o.filtered_ef(k, sel, rows.n)
         return (ef, True) if ef * o.filter_cost < fetch else (fetch, False)
 
     def _fetch_size(self, k: int, n_allowed: int) -> int:
