@@ -31,7 +31,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from common import write_results
-from vector_data import ensure_cache, load, log
+from vector_data import ensure_cache, load, log, timed_queries
 
 K = 10
 GRAPHS = ((24, 100), (32, 100), (24, 200), (16, 200))
@@ -39,11 +39,10 @@ EFS = (24, 32, 48, 64, 96, 128, 160, 224, 384)
 SELECTIVITIES = (0.5, 0.3, 0.2, 0.1, 0.05, 0.02)
 
 
-def per_query_us(fn: Callable[[int], Any], nq: int) -> float:
-    start = time.perf_counter()
-    for j in range(nq):
-        fn(j)
-    return (time.perf_counter() - start) / nq * 1e6
+def run(fn: Callable[[int], np.ndarray], nq: int) -> tuple[list[np.ndarray], float]:
+    """(results, microseconds a query) of fn(0..nq-1), one at a time."""
+    found, t = timed_queries(fn, nq, cap_s=1e9, min_q=nq)
+    return found, 1e6 / t["qps"]
 
 
 def recall(truth: list[set[int]], found: list[np.ndarray]) -> float:
@@ -62,8 +61,7 @@ def graphs(x: np.ndarray, q: np.ndarray, truth: list[set[int]], rows: list[dict[
         ann = Ann.build(x, "cosine", opts)
         build_s = time.perf_counter() - start
         for ef in (20, 24, 32):
-            found = [ann.search(v, K, ef=ef)[0] for v in q]
-            us = per_query_us(lambda j, ef=ef, ann=ann: ann.search(q[j], K, ef=ef), len(q))
+            found, us = run(lambda j, ef=ef, ann=ann: ann.search(q[j], K, ef=ef)[0], len(q))
             rows.append({"part": "graph", "M": m, "efC": efc, "ef": ef,
                          "build_s": round(build_s, 2), "recall10": recall(truth, found),
                          "qps": round(1e6 / us, 1)})
@@ -86,7 +84,7 @@ def locality(ann: Any, q: np.ndarray, rows: list[dict[str, Any]], rounds: int) -
     for rnd in range(rounds):
         pair = [("plain", ann), ("k-means order", ordered)]
         for name, a in pair[:: 1 if rnd % 2 else -1]:
-            times[name].append(per_query_us(lambda j, a=a: a.search(q[j], K, ef=24), len(q)))
+            times[name].append(run(lambda j, a=a: a.search(q[j], K, ef=24)[0], len(q))[1])
     for name, ts in times.items():
         rows.append({"part": "locality", "order": name, "ef": 24,
                      "qps": round(1e6 / statistics.median(ts), 1),
@@ -136,8 +134,7 @@ def filter_case(ann: Any, x: np.ndarray, q: np.ndarray, sel: float, *, masks: li
         ("exact, rows in place", 0, exact),
     ]
     for how, ef, fn in cases:
-        found = [fn(j) for j in range(len(q))]
-        us = per_query_us(fn, len(q))
+        found, us = run(fn, len(q))
         rows.append({"part": "filter", "selectivity": sel, "strategy": how, "ef": ef,
                      "recall10": recall(truth, found), "us": round(us, 1)})
         log(f"filter {sel} {how} ef={ef}: {rows[-1]['recall10']} {rows[-1]['us']} us")

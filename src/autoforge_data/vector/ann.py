@@ -47,15 +47,15 @@ class IndexOptions:
     # efSearch = max(ef, k) x filter_ef / selectivity^filter_exp, at least max(ef, k) + 8.
     # Calibrated on the real corpus (bench/results/vector_tuning.md: 50k MiniLM vectors, random
     # filters, 400 queries): at 50 / 30 / 20 / 10 / 5% the rule gives efSearch 36 / 51 / 67 /
-    # 109 / 176 and recall@10 0.967 / 0.968 / 0.969 / 0.969 / 0.957 (10%: 276 us against 470 us
+    # 109 / 176 and recall@10 0.967 / 0.968 / 0.969 / 0.969 / 0.957 (10%: 289 us against 503 us
     # for over-fetching 200). Only for at least filter_min of the rows and filter_rows rows:
     # below 5% the graph routes to too few allowed rows (2%: 0.947 at efSearch 334), and exact
-    # scores of them are cheaper anyway (5%: 240 us, 2%: 102 us).
+    # scores of them are cheaper anyway (5%: 260 us, 2%: 108 us).
     filter_ef: float = 0.9
     filter_exp: float = 0.7
     # A filtered graph search costs about this many unfiltered ones of the same efSearch (it
-    # walks through disallowed rows): at 50% the rule's efSearch 36 took 122 us for recall
-    # 0.967, over-fetching 40 123 us for 0.972, so it is used only when cheaper by that measure.
+    # walks through disallowed rows): at 50% the rule's efSearch 36 took 132 us for recall
+    # 0.967, over-fetching 40 130 us for 0.972, so it is used only when cheaper by that measure.
     filter_cost: float = 1.25
     filter_min: float = 0.05
     filter_rows: int = 2_000
@@ -72,12 +72,12 @@ class IndexOptions:
     save_every: int = 5_000  # journal entries applied since the last snapshot that trigger one
     # After a build, rows are reordered by their nearest of up to this many k-means centroids
     # (0: never), so the vectors a graph search reads are near each other in memory: same
-    # graph, same results; 1.07x the QPS on the real 50k x 384 corpus (vector_tuning.md),
+    # graph, same results; 1.08x the QPS on the real 50k x 384 corpus (vector_tuning.md),
     # where the vectors (73 MiB) do not fit the 32 MiB L3.
     locality_clusters: int = 256
     # HNSW M (2M links a vector on the base layer) and efConstruction (vector_tuning.md, efSearch
-    # 24): M=24 efC=100 recall@10 0.963 at 13,500 QPS, build 5.4 s; M=32 efC=100 0.969 at 12,800,
-    # 5.6 s; M=24 efC=200 0.965 at 12,100, 10.8 s; M=16 efC=200 0.957 at 14,700, 9.9 s. M=24 and
+    # 24): M=24 efC=100 recall@10 0.963 at 12,500 QPS, build 5.7 s; M=32 efC=100 0.969 at 12,200,
+    # 5.9 s; M=24 efC=200 0.965 at 11,800, 11.3 s; M=16 efC=200 0.957 at 13,700, 10.5 s. M=24 and
     # M=32 at efC 100 lie on one recall-QPS curve within run-to-run noise (their builds are not
     # deterministic on 2 threads); M=24 has 25% fewer links. efC 200 breaks the build target.
     connectivity: int = 24
