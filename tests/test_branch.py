@@ -503,7 +503,8 @@ def test_anonymize_refuses_a_schema_newer_than_the_code(prod: Settings) -> None:
 
 
 def test_half_made_branches_of_dead_processes_are_removed(prod: Settings, tmp_path: Path) -> None:
-    """A SIGKILLed create leaves a .partial file; the next create removes it (its pid is dead)."""
+    """A SIGKILLed create leaves a .partial file or a half-written record; the next create
+    removes them (their pid is dead) and keeps a live writer's."""
     import subprocess
 
     dead = subprocess.Popen(["true"])
@@ -512,10 +513,12 @@ def test_half_made_branches_of_dead_processes_are_removed(prod: Settings, tmp_pa
     folder.mkdir(mode=0o700)
     stale = folder / f".x.db.{dead.pid}-abc123.partial"
     stale_inner = folder / f"..x.db.{dead.pid}-abc123.partial.k2j3.partial"
+    stale_record = folder / f".x.json.{dead.pid}-h_7zpo8r.tmp"
     alive = folder / f".y.db.{os.getpid()}-abc123.partial"
-    for path in (stale, stale_inner, alive):
+    alive_record = folder / f".y.json.{os.getpid()}-k2j3_x.tmp"
+    for path in (stale, stale_inner, stale_record, alive, alive_record):
         path.write_bytes(b"half")
     create_branch(prod, BranchOptions("after"))
-    assert not stale.exists() and not stale_inner.exists()
-    assert alive.exists()
+    assert not stale.exists() and not stale_inner.exists() and not stale_record.exists()
+    assert alive.exists() and alive_record.exists()
     assert not [p for p in list_branches(prod) if p.name != "after"]

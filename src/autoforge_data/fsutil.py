@@ -41,10 +41,16 @@ def fsync_dir(path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_write(target: Path, mode: str = "wb") -> Iterator[IO[bytes]]:
-    """Write ``target`` all or nothing: temp file (0600) → fsync → rename → fsync(folder)."""
+    """Write ``target`` all or nothing: temp file (0600) → fsync → rename → fsync(folder).
+
+    The temp file is ``.<name>.<pid>-<random>.tmp``: the writer's pid lets a cleanup tell a
+    dead writer's leftover (SIGKILL skips the ``finally``) from a write still in progress.
+    """
     target = Path(target)
     ensure_private_dir(target.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{target.name}.{os.getpid()}-", suffix=".tmp", dir=target.parent
+    )
     os.fchmod(fd, 0o600)
     ok = False
     try:

@@ -267,15 +267,20 @@ def _snapshot_branch(db: Database, dest: Path, opts: BranchOptions) -> BranchRec
     )
 
 
-_PARTIAL = re.compile(r"^\.+[a-z0-9._-]+\.db\.(\d+)-[0-9a-f]+\.partial")
+# a half-made branch file (``.<name>.db.<pid>-<hex>.partial``) or a half-written metadata
+# record (``atomic_write``'s ``.<name>.json.<pid>-<random>.tmp``); group 1 is the writer's pid
+_PARTIAL = re.compile(
+    r"^\.+[a-z0-9._-]+\.db\.(\d+)-[0-9a-f]+\.partial"
+    r"|^\.[a-z0-9._-]+\.json\.(\d+)-[a-z0-9_]+\.tmp$"
+)
 
 
 def remove_stale_partials(folder: Path) -> list[str]:
-    """Delete half-made branch files of processes that died (a SIGKILL leaves them)."""
+    """Delete half-made branch files and records of processes that died (SIGKILL leaves them)."""
     removed = []
     for path in folder.iterdir():
         m = _PARTIAL.match(path.name)
-        if m and not path.is_symlink() and not _alive(int(m.group(1))):
+        if m and not path.is_symlink() and not _alive(int(m.group(1) or m.group(2))):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
                 removed.append(path.name)
