@@ -10,7 +10,11 @@ On the real corpus of ``bench/vector.py`` (50,000 MiniLM vectors, held-out queri
 3. filters: for random filters keeping 50 / 30 / 20 / 10 / 5 / 2% of the rows, recall@10 against
    exact filtered search and time of the in-graph filtered search per efSearch, of the rule's
    efSearch (``IndexOptions.filtered_ef``), of the over-fetch (k / selectivity x 2, post-filter)
-   and of exact scores of the allowed rows read in place (``dots_by_index``).
+   and of exact scores of the allowed rows read in place (``dots_by_index``);
+4. codes: the same filters searched by sign-bit codes (``SignCodes.nearest``: Hamming shortlist
+   of the allowed rows, then their exact scores): recall@10 and time per shortlist size and for
+   the rule (``IndexOptions.shortlist``), the allowed rows given as a mask and as a row list;
+   and the kernel alone per allowed row, which calibrates the planner's ``codes_ns``.
 
 Writes bench/results/vector_tuning.json (rows) and .md.
 
@@ -37,6 +41,7 @@ K = 10
 GRAPHS = ((24, 100), (32, 100), (24, 200), (16, 200))
 EFS = (24, 32, 48, 64, 96, 128, 160, 224, 384)
 SELECTIVITIES = (0.5, 0.3, 0.2, 0.1, 0.05, 0.02)
+SHORTLISTS = (40, 80, 160, 320, 640)
 
 
 def run(fn: Callable[[int], np.ndarray], nq: int) -> tuple[list[np.ndarray], float]:
@@ -140,6 +145,60 @@ def filter_case(ann: Any, x: np.ndarray, q: np.ndarray, sel: float, *, masks: li
         log(f"filter {sel} {how} ef={ef}: {rows[-1]['recall10']} {rows[-1]['us']} us")
 
 
+def codes(x: np.ndarray, q: np.ndarray, rows: list[dict[str, Any]]) -> None:
+    """Sign-bit codes shortlist + exact re-rank, per selectivity and shortlist size."""
+    from autoforge_data.vector.codes import SignCodes
+
+    coder = SignCodes.around_mean(x)
+    start = time.perf_counter()
+    enc = coder.encode(x)
+    log(f"codes: {len(x)} encoded in {time.perf_counter() - start:.3f} s")
+    rng = np.random.default_rng(3)
+    for sel in (*SELECTIVITIES, 0.01):
+        masks = [rng.random(len(x)) < sel for _ in range(8)]
+        codes_case(coder, enc, x, q, sel, masks=masks, rows=rows)
+
+
+def codes_case(coder: Any, enc: np.ndarray, x: np.ndarray, q: np.ndarray, sel: float, *,
+               masks: list[np.ndarray], rows: list[dict[str, Any]]) -> None:
+    """Query j filtered to ``masks[j % 8]``: shortlist sizes, the rule, the kernel alone."""
+    from autoforge_data.vector.ann import IndexOptions, dots_by_index
+
+    allowed = [np.flatnonzero(m) for m in masks]
+    truth = []
+    for j, v in enumerate(q):
+        scores = x @ v
+        scores[~masks[j % 8]] = -np.inf
+        truth.append(set(np.argpartition(-scores, K)[:K].tolist()))
+
+    def shortlist(j: int, count: int, listed: bool) -> np.ndarray:
+        if listed:
+            return coder.nearest(enc, q[j], count, rows=allowed[j % 8])  # type: ignore[no-any-return]
+        return coder.nearest(enc, q[j], count, mask=masks[j % 8])  # type: ignore[no-any-return]
+
+    def by_codes(j: int, count: int, listed: bool) -> np.ndarray:
+        short = shortlist(j, count, listed)
+        scores = dots_by_index(x, q[j], short)
+        return short[np.argpartition(-scores, K)[:K]]
+
+    n_allowed = int(np.mean([len(a) for a in allowed]))
+    rule = IndexOptions().shortlist(K, n_allowed)
+    for count, listed in [*((c, False) for c in SHORTLISTS), (rule, False), (rule, True)]:
+        found, us = run(lambda j, c=count, li=listed: by_codes(j, c, li), len(q))
+        how = f"codes, {'row list' if listed else 'mask'}{' (rule)' if count == rule else ''}"
+        rows.append({"part": "codes", "selectivity": sel, "allowed": n_allowed,
+                     "strategy": how, "shortlist": count,
+                     "recall10": recall(truth, found), "us": round(us, 1)})
+        log(f"codes {sel} {how} {count}: {rows[-1]['recall10']} {rows[-1]['us']} us")
+    # the kernel alone (no re-rank), per allowed row: the planner's codes_ns / mask_ns
+    for listed in (False, True):
+        _, us = run(lambda j, li=listed: shortlist(j, K, li), len(q))
+        rows.append({"part": "kernel", "selectivity": sel, "allowed": n_allowed,
+                     "listed": listed, "us": round(us, 1),
+                     "ns_per_allowed_row": round(us * 1000 / n_allowed, 2)})
+        log(f"kernel {sel} {'list' if listed else 'mask'}: {us:.1f} us")
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     out = ["# Vector index tuning (`bench/vector_tuning.py`)", "",
            "Our `Ann` (faiss HNSW) on the real 50k MiniLM corpus, one query at a time on one "
@@ -159,6 +218,18 @@ def table(rows: list[dict[str, Any]]) -> str:
             "|---|---|---|---|---|"]
     out += [f"| {r['selectivity']} | {r['strategy']} | {r['ef'] or ''} | {r['recall10']} | "
             f"{r['us']:,.0f} |" for r in rows if r["part"] == "filter"]
+    out += ["", "## Codes (sign bits around the mean, Hamming shortlist, exact re-rank)", "",
+            "Same kind of random filters; the shortlist is the rows whose exact score is read.",
+            "", "| selectivity | allowed rows | strategy | shortlist | recall@10 | µs / query |",
+            "|---|---|---|---|---|---|"]
+    out += [f"| {r['selectivity']} | {r['allowed']:,} | {r['strategy']} | {r['shortlist']} | "
+            f"{r['recall10']} | {r['us']:,.0f} |" for r in rows if r["part"] == "codes"]
+    out += ["", "Kernel alone (shortlist of 10, no re-rank):", "",
+            "| selectivity | allowed rows | rows as | µs / query | ns / allowed row |",
+            "|---|---|---|---|---|"]
+    out += [f"| {r['selectivity']} | {r['allowed']:,} | {'list' if r['listed'] else 'mask'} | "
+            f"{r['us']:,.1f} | {r['ns_per_allowed_row']} |"
+            for r in rows if r["part"] == "kernel"]
     return "\n".join(out) + "\n"
 
 
@@ -166,18 +237,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--queries", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=5, help="interleaved locality rounds")
+    ap.add_argument("--only", choices=["codes"], help="run one part (results not written)")
+    ap.add_argument("--partial", action="store_true", help="the embedded prefix (with --only)")
     args = ap.parse_args()
-    ensure_cache()
-    data = load(50_000, 1000)
+    if not args.partial:
+        ensure_cache()
+    data = load(50_000, 1000, partial=args.partial)
     x = np.ascontiguousarray(data.x, dtype=np.float32)
     q = np.ascontiguousarray(data.q[: args.queries], dtype=np.float32)
     truth = [set(np.argpartition(-(x @ v), K)[:K].tolist()) for v in q]
     rows: list[dict[str, Any]] = []
+    if args.only == "codes":
+        with threadpool_limits(limits=1, user_api="blas"):
+            codes(x, q, rows)
+        print(table(rows))
+        return
     with threadpool_limits(limits=1, user_api="blas"):
         ann = graphs(x, q, truth, rows)
         assert ann is not None, "the default graph is one of GRAPHS"
         locality(ann, q, rows, args.rounds)
         filters(ann, x, q, rows)
+        codes(ann.matrix(), q, rows)  # in the graph's (locality) row order, as the index holds them
     write_results("vector_tuning", rows, table(rows))
 
 

@@ -67,6 +67,15 @@ class IndexOptions:
     scan_ns: float = 30.0
     candidate_ns: float = 1_500.0
     ann_ns: float = 40_000.0
+    # Filtered searches by sign-bit codes (codes.py): the Hamming distance of every allowed
+    # row's code (codes_ns a row, plus mask_ns a row of the mask when the rows come as one),
+    # then exact scores of the shortlist(k, allowed) nearest, read in place (gather_ns each).
+    use_codes: bool = True  # False: no codes kept, filtered searches use the graph or a scan
+    codes_ns: float = 15.0
+    mask_ns: float = 0.3
+    codes_fixed_ns: float = 15_000.0
+    shortlist_scale: float = 2.5  # shortlist = max(shortlist_k x k, scale x sqrt(allowed))
+    shortlist_k: int = 8
     meta_keys: int = 16  # metadata keys mirrored in memory at most (4 bytes a row each)
     refresh_interval: float = 0.5  # a search first applies the journal if older than this (s)
     save_every: int = 5_000  # journal entries applied since the last snapshot that trigger one
@@ -91,6 +100,11 @@ class IndexOptions:
         scale: float = self.filter_ef / selectivity**self.filter_exp
         want = math.ceil(base * scale)
         return min(rows, max(base + 8, want))
+
+    def shortlist(self, k: int, allowed: int) -> int:
+        """Rows whose exact score a codes search reads for ``k`` results among ``allowed``."""
+        want = max(self.shortlist_k * k, math.ceil(self.shortlist_scale * math.sqrt(allowed)))
+        return min(allowed, want)
 
     def ann_cost(self, candidates: int) -> float:
         """Modelled ns of one ANN query that fetches ``candidates`` (the planner's and the

@@ -348,6 +348,8 @@ class ExactIndex:
             plan, cand = self._plan_listed(k, listed, work[0])
         else:
             plan, cand = self._plan(k, n_allowed, mask, work[0])
+        if plan == "codes":
+            return self._codes_search(q, k, n_allowed, mask, listed)
         if plan == "ann":
             if listed is not None:
                 mask = np.zeros(rows.n, dtype=bool)
@@ -361,22 +363,42 @@ class ExactIndex:
     def _plan(
         self, k: int, n_allowed: int, mask: np.ndarray | None, ann_work: int
     ) -> tuple[str, np.ndarray | None]:
-        """'ann' or 'exact', whichever costs less by the model (+ the allowed rows if listed)."""
+        """'ann', 'codes' or 'exact', whichever costs least by the model (+ the allowed rows
+        if listed)."""
         rows, o = self._rows, self.opts
         if self._ann is None or rows.live < o.small:
             return "exact", None
-        ann_cost = o.ann_cost(ann_work)
+        ann_cost = min(o.ann_cost(ann_work), self._codes_cost(k, n_allowed, masked=True))
         exact_cost = o.scan_ns * rows.n  # the whole matrix, contiguous
         if mask is not None and n_allowed < rows.live:
             exact_cost = min(exact_cost, o.gather_ns * n_allowed)
-            # A scan beats the ANN only if the allowed rows lie in long runs (e.g. a recent
+            # A scan beats the others only if the allowed rows lie in long runs (e.g. a recent
             # created range: rows are in num order, nums in creation order): look (counting
             # runs on the mask costs ~6 us at 50k, listing the rows first ~40).
             if exact_cost > ann_cost >= o.scan_ns * n_allowed and (
                 _mask_runs(mask) * RUN_MIN <= n_allowed
             ):
                 return "exact", np.flatnonzero(mask)
-        return ("exact" if exact_cost <= ann_cost else "ann"), None
+        return self._cheapest(k, n_allowed, ann_work, exact_cost, masked=True), None
+
+    def _cheapest(
+        self, k: int, n_allowed: int, ann_work: int, exact_cost: float, *, masked: bool
+    ) -> str:
+        """The cheapest of the exact scan (``exact_cost``), the ANN and the codes shortlist."""
+        costs = {
+            "exact": exact_cost,
+            "ann": self.opts.ann_cost(ann_work),
+            "codes": self._codes_cost(k, n_allowed, masked=masked),
+        }
+        return min(costs, key=costs.__getitem__)  # ties: the first (exact results)
+
+    def _codes_cost(self, k: int, n_allowed: int, *, masked: bool) -> float:
+        """Modelled ns of a filtered search by the sign-bit codes (inf: not available)."""
+        rows, o = self._rows, self.opts
+        if rows.codes is None or n_allowed >= rows.live:  # unfiltered: the graph is faster
+            return math.inf
+        scan = o.codes_ns * n_allowed + (o.mask_ns * rows.n if masked else 0.0)
+        return o.codes_fixed_ns + scan + o.gather_ns * o.shortlist(k, n_allowed)
 
     def _plan_listed(
         self, k: int, listed: np.ndarray, ann_work: int
@@ -384,15 +406,14 @@ class ExactIndex:
         """:meth:`_plan` for allowed rows already listed: scan them (in runs when they lie in
         long runs) or the ANN; a full scan with a mask never wins over gathering a list."""
         rows, o = self._rows, self.opts
+        n_allowed = len(listed)
         if self._ann is None or rows.live < o.small:
             return "exact", listed
-        ann_cost = o.ann_cost(ann_work)
-        exact_cost = o.gather_ns * len(listed)
-        if exact_cost > ann_cost >= o.scan_ns * len(listed) and _runs(listed) * RUN_MIN <= len(
-            listed
-        ):
+        ann_cost = min(o.ann_cost(ann_work), self._codes_cost(k, n_allowed, masked=False))
+        exact_cost = o.gather_ns * n_allowed
+        if exact_cost > ann_cost >= o.scan_ns * n_allowed and _runs(listed) * RUN_MIN <= n_allowed:
             return "exact", listed  # long runs: scanned as matrix slices, near scan_ns a row
-        return ("exact" if exact_cost <= ann_cost else "ann"), listed
+        return self._cheapest(k, n_allowed, ann_work, exact_cost, masked=False), listed
 
     def _ann_work(self, k: int, n_allowed: int) -> tuple[int, bool]:
         """(candidates the ANN path visits per result list, whether it filters in the graph):
@@ -448,6 +469,24 @@ class ExactIndex:
                 break
             fetch = min(rows.n, fetch * 4)
         return None
+
+    def _codes_search(
+        self,
+        q: Vector,
+        k: int,
+        n_allowed: int,
+        mask: np.ndarray | None,
+        listed: np.ndarray | None,
+    ) -> Hits:
+        """The allowed rows' codes nearest the query's (Hamming), then their exact scores."""
+        rows = self._rows
+        assert rows.coder is not None
+        assert rows.codes is not None
+        count = self.opts.shortlist(k, n_allowed)
+        short = rows.coder.nearest(rows.codes[: rows.n], q, count, mask=mask, rows=listed)
+        scores = self._scores(q, short)
+        top = _top(scores, min(k, len(short)))
+        return Hits(rows.nums[short[top]], scores[top], len(short), "codes+rerank")
 
     def _exact(
         self,

@@ -41,6 +41,17 @@ class MemoryIndex(ExactIndex):
     def _wants_ann(self, rows: Rows) -> bool:
         return rows.live >= self.opts.small
 
+    def _build_ann(self, rows: Rows) -> Ann:
+        ann = super()._build_ann(rows)
+        self._enable_codes(rows)
+        return ann
+
+    def _enable_codes(self, rows: Rows) -> None:
+        """Sign-bit codes for filtered searches (cosine only: a code holds a direction, not
+        the length an L2 distance also needs)."""
+        if self.opts.use_codes and self.model.metric == "cosine":
+            rows.enable_codes()
+
     def _expect(self) -> dict[str, Any]:
         return {
             "model": self.model.name,
@@ -85,6 +96,7 @@ class MemoryIndex(ExactIndex):
         rows = Rows(dim, metric, snap.nums, vectors)
         if ann is not None:
             rows.adopt(ann)
+            self._enable_codes(rows)
         keys = list(self._rows.keys)
         rows.track(keys)
         rows.set_meta(meta_rows(self.db, keys=keys), keys)

@@ -24,6 +24,7 @@ from autoforge_data.db.engine import Database
 from autoforge_data.db.uow import UnitOfWork
 from autoforge_data.errors import InvalidInput
 from autoforge_data.vector.base import FILTER_STATUSES, Filter, Nums, Vector
+from autoforge_data.vector.codes import SignCodes
 from autoforge_data.vector.store import ModelRow
 
 STATUS_CODES = {name: code for code, name in enumerate(FILTER_STATUSES)}
@@ -272,6 +273,9 @@ class Rows:
         self.owner = np.full(n, -1, dtype=np.int32)
         self.created = np.zeros(n, dtype=np.int64)
         self.sqnorm = self._sqnorms(self.vecs) if metric == "l2" else None
+        # sign-bit codes of the rows (see codes.py), kept once enable_codes() is called
+        self.coder: SignCodes | None = None
+        self.codes: np.ndarray | None = None
         self.owners: dict[str, int] = {}
         # mirrored metadata keys: per key, a code per row and the code of each value seen
         self.keys: dict[str, tuple[np.ndarray, dict[MetaValue, int]]] = {}
@@ -304,6 +308,17 @@ class Rows:
         ok = (nums >= 0) & (nums < len(self.pos))
         out[ok] = self.pos[nums[ok]]
         return out
+
+    def enable_codes(self) -> None:
+        """Keep a sign-bit code of every row from now on (the memory index's shortlist for
+        filtered searches), centred on the mean of the rows (tombstones included: a centre
+        only needs to be typical)."""
+        if self.coder is not None:
+            return
+        coder = SignCodes.around_mean(self.vecs[: self.n])
+        codes = np.zeros((len(self.nums), coder.words), dtype=np.uint64)
+        codes[: self.n] = coder.encode(self.vecs[: self.n])
+        self.coder, self.codes = coder, codes
 
     def adopt(self, owner: VectorOwner) -> None:
         """Use ``owner``'s storage as the vectors (it holds rows 0..n-1 in order)."""
@@ -343,6 +358,8 @@ class Rows:
             self.vecs[row] = vec
         if self.sqnorm is not None:
             self.sqnorm[row] = float(vec @ vec)
+        if self.coder is not None and self.codes is not None:
+            self.codes[row] = self.coder.encode_one(vec)
         return new
 
     def _append(self, num: int) -> int:
@@ -380,6 +397,8 @@ class Rows:
         self.created = grown(self.created, 0)
         if self.sqnorm is not None:
             self.sqnorm = grown(self.sqnorm, 0.0)
+        if self.codes is not None:
+            self.codes = grown(self.codes, 0)
         self.keys = {k: (grown(c, NO_VALUE), v) for k, (c, v) in self.keys.items()}
 
     def delete(self, num: int) -> bool:
@@ -416,6 +435,8 @@ class Rows:
             setattr(self, name, getattr(self, name)[rows].copy())
         if self.sqnorm is not None:
             self.sqnorm = self.sqnorm[rows].copy()
+        if self.codes is not None:
+            self.codes = self.codes[rows].copy()
         self.keys = {k: (c[rows].copy(), v) for k, (c, v) in self.keys.items()}
         self.n = len(rows)
         self.dead = 0
@@ -575,6 +596,8 @@ class Rows:
         ]
         if self.sqnorm is not None:
             arrays.append(self.sqnorm)
+        if self.codes is not None:
+            arrays.append(self.codes)
         arrays += [codes for codes, _ in self.keys.values()]
         return sum(a.nbytes for a in arrays)
 
