@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
-from autoforge_data.vector import _bits  # type: ignore[attr-defined]
+from autoforge_data.vector import _bits
 from autoforge_data.vector.codes import SignCodes
 from autoforge_data.vector.mirror import Rows
 
@@ -63,7 +65,7 @@ def test_kernel_checks_every_buffer_before_reading() -> None:
     out = np.empty(10, dtype=np.int64)
     mask = np.ones(100, dtype=np.uint8)
 
-    def call(*args: object) -> int:
+    def call(*args: Any) -> int:
         return int(_bits.hamming_top(*args))
 
     with pytest.raises(IndexError, match="out of range"):

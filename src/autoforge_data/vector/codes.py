@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from autoforge_data.vector import _bits  # type: ignore[attr-defined]
+from autoforge_data.vector import _bits
 
 
 class SignCodes:
