@@ -1,4 +1,5 @@
-"""The one compiled part: the Hamming shortlist kernel of the memory index (vector/codes.py).
+"""The compiled parts of the memory index: the Hamming shortlist kernel (vector/codes.py) and
+the HNSW search over the faiss graph's arrays (vector/ann.py).
 
 Everything else about the package is in pyproject.toml; pip builds this with the machine's C
 compiler and Python headers.
@@ -9,9 +10,10 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "autoforge_data.vector._bits",
-            sources=["src/autoforge_data/vector/_bits.c"],
+            f"autoforge_data.vector.{name}",
+            sources=[f"src/autoforge_data/vector/{name}.c"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror"],
         )
+        for name in ("_bits", "_hnsw")
     ]
 )

@@ -97,6 +97,40 @@ def locality(ann: Any, q: np.ndarray, rows: list[dict[str, Any]], rounds: int) -
         log(f"locality {name}: {rows[-1]}")
 
 
+def search_loop(ann: Any, q: np.ndarray, truth: list[set[int]], rows: list[dict[str, Any]],
+                rounds: int) -> None:
+    """Our C search (``Ann.search``) against faiss's own ``search_c`` on the same graph."""
+    import faiss
+
+    params = faiss.SearchParametersHNSW()
+    params.efSearch = 24
+
+    def theirs(j: int) -> np.ndarray:
+        ids = np.empty(K, dtype=np.int64)
+        dist = np.empty(K, dtype=np.float32)
+        v = q[j]
+        ann.index.search_c(1, faiss.swig_ptr(v), K, faiss.swig_ptr(dist), faiss.swig_ptr(ids),
+                           params)
+        return ids
+
+    def ours(j: int) -> np.ndarray:
+        return ann.search(q[j], K, ef=24)[0]  # type: ignore[no-any-return]
+
+    times: dict[str, list[float]] = {"faiss search_c": [], "ours (_hnsw.c)": []}
+    found: dict[str, list[np.ndarray]] = {}
+    for rnd in range(rounds):
+        pair = [("faiss search_c", theirs), ("ours (_hnsw.c)", ours)]
+        for name, fn in pair[:: 1 if rnd % 2 else -1]:
+            found[name], us = run(fn, len(q))
+            times[name].append(us)
+    for name, ts in times.items():
+        rows.append({"part": "loop", "search": name, "ef": 24,
+                     "recall10": recall(truth, found[name]),
+                     "qps": round(1e6 / statistics.median(ts), 1),
+                     "qps_rounds": [round(1e6 / t, 1) for t in ts]})
+        log(f"search loop {name}: {rows[-1]}")
+
+
 def filters(ann: Any, x: np.ndarray, q: np.ndarray, rows: list[dict[str, Any]]) -> None:
     rng = np.random.default_rng(3)
     for sel in SELECTIVITIES:
@@ -111,7 +145,6 @@ def filter_case(ann: Any, x: np.ndarray, q: np.ndarray, sel: float, *, masks: li
 
     opts = IndexOptions()
     allowed = [np.flatnonzero(m) for m in masks]
-    bits = [np.packbits(m, bitorder="little") for m in masks]
     truth = []
     for j, v in enumerate(q):
         scores = x @ v
@@ -119,7 +152,7 @@ def filter_case(ann: Any, x: np.ndarray, q: np.ndarray, sel: float, *, masks: li
         truth.append(set(np.argpartition(-scores, K)[:K].tolist()))
 
     def in_graph(j: int, ef: int) -> np.ndarray:
-        return ann.search(q[j], K, ef=ef, allowed=bits[j % 8])[0]
+        return ann.search(q[j], K, ef=ef, allowed=masks[j % 8])[0]
 
     def overfetch(j: int, fetch: int) -> np.ndarray:
         ids = ann.search(q[j], fetch)[0]
@@ -213,6 +246,13 @@ def table(rows: list[dict[str, Any]]) -> str:
     out += [f"| {r['order']} | {r['qps']:,.0f} | {r['qps_rounds']} |" for r in loc]
     if len(loc) == 2:
         out += ["", f"k-means order / plain: **{loc[1]['qps'] / loc[0]['qps']:.2f}×**"]
+    loop = [r for r in rows if r["part"] == "loop"]
+    out += ["", "## Search loop (the same graph, efSearch 24, median of interleaved rounds)", "",
+            "| search | recall@10 | QPS | rounds |", "|---|---|---|---|"]
+    out += [f"| {r['search']} | {r['recall10']} | {r['qps']:,.0f} | {r['qps_rounds']} |"
+            for r in loop]
+    if len(loop) == 2:
+        out += ["", f"ours / faiss: **{loop[1]['qps'] / loop[0]['qps']:.2f}×**"]
     out += ["", "## Filters (random rows; recall@10 against exact filtered search)", "",
             "| selectivity | strategy | efSearch / fetch | recall@10 | µs / query |",
             "|---|---|---|---|---|"]
@@ -237,7 +277,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--queries", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=5, help="interleaved locality rounds")
-    ap.add_argument("--only", choices=["codes"], help="run one part (results not written)")
+    ap.add_argument("--only", choices=["codes", "loop"],
+                    help="run one part (results not written)")
     ap.add_argument("--partial", action="store_true", help="the embedded prefix (with --only)")
     args = ap.parse_args()
     if not args.partial:
@@ -247,15 +288,21 @@ def main() -> None:
     q = np.ascontiguousarray(data.q[: args.queries], dtype=np.float32)
     truth = [set(np.argpartition(-(x @ v), K)[:K].tolist()) for v in q]
     rows: list[dict[str, Any]] = []
-    if args.only == "codes":
+    if args.only is not None:
         with threadpool_limits(limits=1, user_api="blas"):
-            codes(x, q, rows)
+            if args.only == "codes":
+                codes(x, q, rows)
+            else:
+                from autoforge_data.vector.ann import Ann, IndexOptions
+
+                search_loop(Ann.build(x, "cosine", IndexOptions()), q, truth, rows, args.rounds)
         print(table(rows))
         return
     with threadpool_limits(limits=1, user_api="blas"):
         ann = graphs(x, q, truth, rows)
         assert ann is not None, "the default graph is one of GRAPHS"
         locality(ann, q, rows, args.rounds)
+        search_loop(ann, q, truth, rows, args.rounds)
         filters(ann, x, q, rows)
         codes(ann.matrix(), q, rows)  # in the graph's (locality) row order, as the index holds them
     write_results("vector_tuning", rows, table(rows))

@@ -335,6 +335,72 @@ def test_ann_work_picks_the_filtered_graph_search_where_it_is_cheaper(
         index.close()
 
 
+# The codes shortlist costs nothing and the alternatives "infinity": every filter uses it.
+FORCE_CODES = IndexOptions(
+    codes_rows=0, codes_ns=0.0, mask_ns=0.0, codes_fixed_ns=0.0, ann_ns=1e12, scan_ns=1e12
+)
+
+
+@pytest.mark.parametrize(
+    "flt",
+    [
+        by_created(0.5),
+        by_created(0.1),
+        by_created(0.05),  # few enough to come as a sorted row list, not a mask
+        Filter(status=("active",)),
+        Filter(status=("archived",)),
+        Filter(status=("draft",), owner_id=None, created_to=ms_to_iso(BASE_MS + N // 2)),
+    ],
+    ids=["created50", "created10", "created5-listed", "active", "archived", "draft+to"],
+)
+def test_memory_recall_by_codes(rsetup: RecallSetup, flt: Filter) -> None:
+    """The sign-bit codes shortlist + exact re-rank keeps recall@10 >= 0.95 for filters given
+    as a mask or as a row list, and its scores are the exact ones."""
+    index = MemoryIndex(rsetup.db, rsetup.model, options=FORCE_CODES)
+    try:
+        index.open()
+        assert measure(index, rsetup, flt) >= 0.95
+        assert index.stats()["strategies"] == {"codes+rerank": 100}
+        for q in rsetup.queries[:10]:
+            hits, truth = index.search(q, 10, flt), rsetup.exact.search(q, 10, flt)
+            common = set(hits.nums.tolist()) & set(truth.nums.tolist())
+            mine = dict(zip(hits.nums.tolist(), hits.scores.tolist(), strict=True))
+            exact = dict(zip(truth.nums.tolist(), truth.scores.tolist(), strict=True))
+            assert all(abs(mine[n] - exact[n]) < 1e-5 for n in common)
+    finally:
+        index.close()
+
+
+def test_planner_prices_the_codes_path(rsetup: RecallSetup) -> None:
+    """With the default costs: unfiltered searches take the graph; a filter keeping 10% of a
+    large enough index takes the codes; fewer than ``codes_rows`` allowed rows are scanned
+    exactly; without codes (``use_codes=False``) the codes path is never priced."""
+    index = MemoryIndex(rsetup.db, rsetup.model, options=replace(IndexOptions(), codes_rows=0))
+    plain = MemoryIndex(rsetup.db, rsetup.model, options=IndexOptions(use_codes=False))
+    try:
+        index.open()
+        plain.open()
+        rows = index._rows
+        mask = np.zeros(rows.n, dtype=bool)
+        mask[np.random.default_rng(1).permutation(rows.n)[: rows.n // 10]] = True
+        n_allowed = int(mask.sum())
+        work = index._ann_work(10, n_allowed)[0]
+        assert index._codes_cost(10, n_allowed, masked=True) < index.opts.ann_cost(work)
+        assert index._plan(10, n_allowed, mask, work)[0] == "codes"
+        assert index._codes_cost(10, rows.live, masked=False) == float("inf")
+        assert plain._codes_cost(10, n_allowed, masked=True) == float("inf")
+        assert plain._rows.codes is None
+        default = MemoryIndex(rsetup.db, rsetup.model).open()
+        try:
+            assert n_allowed < default.opts.codes_rows
+            assert default._codes_cost(10, n_allowed, masked=True) == float("inf")
+        finally:
+            default.close()
+    finally:
+        index.close()
+        plain.close()
+
+
 def test_few_allowed_rows_are_not_filtered_in_the_graph(rsetup: RecallSetup) -> None:
     """Below ``filter_rows`` allowed rows the ANN path over-fetches instead (the graph search
     would route to too few of them), even at a selectivity that filters in the graph."""

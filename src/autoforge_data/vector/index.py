@@ -395,8 +395,8 @@ class ExactIndex:
     def _codes_cost(self, k: int, n_allowed: int, *, masked: bool) -> float:
         """Modelled ns of a filtered search by the sign-bit codes (inf: not available)."""
         rows, o = self._rows, self.opts
-        if rows.codes is None or n_allowed >= rows.live:  # unfiltered: the graph is faster
-            return math.inf
+        if rows.codes is None or n_allowed >= rows.live or n_allowed < o.codes_rows:
+            return math.inf  # unfiltered: the graph is faster; few rows: exact is cheap
         scan = o.codes_ns * n_allowed + (o.mask_ns * rows.n if masked else 0.0)
         return o.codes_fixed_ns + scan + o.gather_ns * o.shortlist(k, n_allowed)
 
@@ -448,9 +448,9 @@ class ExactIndex:
         keep = rows.alive if mask is None else mask  # graph ids are rows; tombstones drop out
         ef, in_graph = work
         if in_graph and mask is not None:
-            allowed = np.packbits(mask, bitorder="little")
-            if len(allowed) * 8 < len(self._ann):  # rows appended to the graph since the mask
-                allowed = np.pad(allowed, (0, (len(self._ann) + 7) // 8 - len(allowed)))
+            allowed = mask
+            if len(allowed) < len(self._ann):  # rows appended to the graph since the mask
+                allowed = np.pad(allowed, (0, len(self._ann) - len(allowed)))
             cand, scores = self._ann.search(q, k, ef=ef, allowed=allowed)
             if np.count_nonzero(cand >= 0) >= want:
                 return Hits(rows.nums[cand[:want]], scores[:want], ef, "ann+filter")
