@@ -16,7 +16,7 @@ run: $(STAMP)  ## set up, create the embedded database with demo data, serve on 
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py $(wildcard src/autoforge_data/vector/*.c)
+$(STAMP): pyproject.toml setup.py $(wildcard src/autoforge_data/vector/*.[ch])
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

@@ -164,3 +164,39 @@ def test_codes_follow_their_rows() -> None:
     check()
     assert rows.coder is coder  # the centre stays: codes of old and new rows compare
     assert rows.codes is not None and rows.memory_bytes() >= rows.codes.nbytes
+
+
+def test_search_is_the_shortlist_reranked_exactly() -> None:
+    """codes_search = the Hamming shortlist, then the k highest inner products among it, best
+    first, scores exact; with a shortlist of every allowed row it is the exact filtered top k."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4_000, 384)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    coder = SignCodes.around_mean(x)
+    codes = coder.encode(x)
+    mask = rng.random(len(x)) < 0.3
+    listed = np.flatnonzero(mask)
+    for q in x[:5] + np.float32(0.05):
+        short = coder.nearest(codes, q, 200, mask=mask)
+        want = short[np.argsort(-(x[short] @ q), kind="stable")[:10]]
+        for kw in ({"mask": mask}, {"rows": listed}):
+            ids, scores = coder.search(codes, x, q, 200, 10, **kw)  # type: ignore[arg-type]
+            assert ids.tolist() == want.tolist()
+            assert np.allclose(scores, x[ids] @ q, atol=1e-5)
+            assert np.all(np.diff(scores) <= 0)
+        ids, _ = coder.search(codes, x, q, len(listed), 10, rows=listed)
+        scores = x @ q
+        scores[~mask] = -np.inf
+        assert ids.tolist() == np.argsort(-scores, kind="stable")[:10].tolist()
+    few = np.zeros(len(x), dtype=bool)
+    few[[3, 9]] = True
+    ids, scores = coder.search(codes, x, x[3], 50, 10, mask=few)
+    assert sorted(ids.tolist()) == [3, 9] and len(scores) == 2
+    with pytest.raises(ValueError, match="fewer rows"):
+        coder.search(codes, x[:100], x[0], 50, 10, mask=mask)
+    with pytest.raises(ValueError, match="k <= r"):
+        coder.search(codes, x, x[0], 5, 10, mask=mask)
+    with pytest.raises(ValueError, match="float32"):
+        coder.search(codes, x.astype(np.float64), x[0], 50, 10, mask=mask)
+    with pytest.raises(IndexError, match="out of range"):
+        coder.search(codes, x, x[0], 50, 10, rows=np.array([1, 4_000]))

@@ -23,7 +23,10 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "_simd.h"
 
 #define MAX_WORDS 64 /* 4,096 dimensions */
 
@@ -76,6 +79,7 @@ POPCNT_CLONES
 static int distances32(const uint64_t *codes, const uint64_t *q, Py_ssize_t w,
                        const int32_t *rows, Py_ssize_t m, uint16_t *dist, Py_ssize_t *hist) {
     for (Py_ssize_t j = 0; j < m; j++) {
+        if (j + 8 < m) __builtin_prefetch(codes + (Py_ssize_t)rows[j + 8] * w);
         unsigned d = distance(codes + (Py_ssize_t)rows[j] * w, q, w);
         dist[j] = (uint16_t)d;
         hist[d]++;
@@ -89,6 +93,8 @@ static int distances64(const uint64_t *codes, const uint64_t *q, Py_ssize_t n, P
     for (Py_ssize_t j = 0; j < m; j++) {
         int64_t i = rows[j];
         if (i < 0 || i >= n) return -1;
+        if (j + 8 < m && rows[j + 8] >= 0 && rows[j + 8] < n)
+            __builtin_prefetch(codes + rows[j + 8] * w);
         unsigned d = distance(codes + i * w, q, w);
         dist[j] = (uint16_t)d;
         hist[d]++;
@@ -96,11 +102,130 @@ static int distances64(const uint64_t *codes, const uint64_t *q, Py_ssize_t n, P
     return 0;
 }
 
+
+/* Validated arguments of one call. */
+typedef struct {
+    const uint64_t *codes;
+    Py_ssize_t n, w, d;
+    const float *center, *query;
+    const uint8_t *mask;   /* is_mask */
+    const int64_t *listed; /* !is_mask */
+    Py_ssize_t m_listed;
+    int is_mask;
+} args_t;
+
+#define BAD_ROW (-1)
+#define NO_MEMORY (-2)
+
+/* The r nearest allowed rows into out (unordered); returns how many, or BAD_ROW / NO_MEMORY.
+ * Runs without the GIL. */
+static Py_ssize_t shortlist(const args_t *a, Py_ssize_t r, int64_t *out) {
+    uint64_t q[MAX_WORDS] = {0};
+    for (Py_ssize_t j = 0; j < a->d; j++)
+        q[j / 64] |= (uint64_t)(a->query[j] > a->center[j]) << (j % 64);
+    Py_ssize_t m = a->is_mask ? mask_count(a->mask, a->n) : a->m_listed;
+    uint16_t *dist = malloc((size_t)(m ? m : 1) * sizeof(uint16_t));
+    int32_t *rows = a->is_mask ? malloc((size_t)(m ? m : 1) * sizeof(int32_t)) : NULL;
+    Py_ssize_t written = 0;
+    if (dist == NULL || (a->is_mask && rows == NULL)) {
+        written = NO_MEMORY;
+        goto out;
+    }
+    Py_ssize_t hist[MAX_WORDS * 64 + 1];
+    memset(hist, 0, (size_t)(64 * a->w + 1) * sizeof hist[0]);
+    if (a->is_mask) {
+        mask_rows(a->mask, a->n, rows);
+        distances32(a->codes, q, a->w, rows, m, dist, hist);
+    } else if (distances64(a->codes, q, a->n, a->w, a->listed, m, dist, hist) < 0) {
+        written = BAD_ROW;
+        goto out;
+    }
+    if (r > m) r = m;
+    /* the cut: every row closer than t is taken, then rows at distance t until r */
+    Py_ssize_t below = 0, t = 0;
+    while (t <= 64 * a->w && below + hist[t] < r) below += hist[t++];
+    Py_ssize_t ties = r - below;
+    for (Py_ssize_t j = 0; j < m && written < r; j++) {
+        Py_ssize_t dj = dist[j];
+        if (dj < t || (dj == t && ties > 0 && ties--))
+            out[written++] = a->is_mask ? (int64_t)rows[j] : a->listed[j];
+    }
+out:
+    free(dist);
+    free(rows);
+    return written;
+}
+
+typedef struct {
+    float s;
+    int64_t id;
+} scored;
+
+/* min-heap on the score: the worst of the best k on top */
+static void sift_down(scored *h, Py_ssize_t n, Py_ssize_t i) {
+    scored x = h[i];
+    for (;;) {
+        Py_ssize_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && h[c + 1].s < h[c].s) c++;
+        if (h[c].s >= x.s) break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = x;
+}
+
 static int get(PyObject *obj, Py_buffer *view, int writable, const char *what) {
     int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) < 0) {
         PyErr_Format(PyExc_ValueError, "%s: a C-contiguous%s buffer is needed", what,
                      writable ? " writable" : "");
+        return -1;
+    }
+    return 0;
+}
+
+/* Checks codes (b[0]), center (b[1]), query (b[2]) and allowed (ab) into a; -1 with an error. */
+static int check(Py_buffer *b, Py_buffer *ab, int is_mask, args_t *a) {
+    Py_ssize_t d = b[1].len / 4, w = (d + 63) / 64;
+    if (b[1].len % 4 || d < 1 || w > MAX_WORDS || b[2].len != b[1].len) {
+        PyErr_SetString(PyExc_ValueError, "center and query must be float32 of one dimension");
+        return -1;
+    }
+    if (b[0].len % (w * 8)) {
+        PyErr_SetString(PyExc_ValueError, "codes must be whole rows of uint64 words");
+        return -1;
+    }
+    Py_ssize_t n = b[0].len / (w * 8);
+    if (n > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "too many rows");
+        return -1;
+    }
+    if (is_mask ? ab->len < n : ab->len % 8 != 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        is_mask ? "the mask is shorter than the codes" : "rows must be int64");
+        return -1;
+    }
+    a->codes = b[0].buf;
+    a->n = n;
+    a->w = w;
+    a->d = d;
+    a->center = b[1].buf;
+    a->query = b[2].buf;
+    a->mask = ab->buf;
+    a->listed = ab->buf;
+    a->m_listed = ab->len / 8;
+    a->is_mask = is_mask;
+    return 0;
+}
+
+static int raise_status(Py_ssize_t status) {
+    if (status == NO_MEMORY) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (status == BAD_ROW) {
+        PyErr_SetString(PyExc_IndexError, "row index out of range");
         return -1;
     }
     return 0;
@@ -120,93 +245,112 @@ static PyObject *hamming_top(PyObject *self, PyObject *const *args, Py_ssize_t n
     if (is_mask < 0) return NULL;
 
     PyObject *result = NULL;
-    Py_buffer b[NBUF]; /* codes, center, query, out, allowed */
-    static const int writable[NBUF] = {0, 0, 0, 1, 0};
-    static const char *what[NBUF] = {"codes", "center", "query", "out", "allowed"};
-    PyObject *objs[NBUF] = {args[0], args[1], args[2], args[4], args[5]};
+    Py_buffer b[NBUF]; /* codes, center, query, allowed, out */
+    static const int writable[NBUF] = {0, 0, 0, 0, 1};
+    static const char *what[NBUF] = {"codes", "center", "query", "allowed", "out"};
+    PyObject *objs[NBUF] = {args[0], args[1], args[2], args[5], args[4]};
     int got = 0;
+    args_t a;
     for (; got < NBUF; got++)
         if (get(objs[got], &b[got], writable[got], what[got]) < 0) goto done;
-
-    Py_ssize_t d = b[1].len / 4, w = (d + 63) / 64;
-    if (b[1].len % 4 || d < 1 || w > MAX_WORDS || b[2].len != b[1].len) {
-        PyErr_SetString(PyExc_ValueError, "center and query must be float32 of one dimension");
-        goto done;
-    }
-    if (b[0].len % (w * 8)) {
-        PyErr_SetString(PyExc_ValueError, "codes must be whole rows of uint64 words");
-        goto done;
-    }
-    Py_ssize_t n = b[0].len / (w * 8);
-    if (n > INT32_MAX) {
-        PyErr_SetString(PyExc_ValueError, "too many rows");
-        goto done;
-    }
-    if (r < 0 || (size_t)b[3].len < (size_t)r * sizeof(int64_t)) {
+    if (check(b, &b[3], is_mask, &a) < 0) goto done;
+    if (r < 0 || (size_t)b[4].len < (size_t)r * sizeof(int64_t)) {
         PyErr_SetString(PyExc_ValueError, "out is smaller than r");
         goto done;
     }
-    if (is_mask ? b[4].len < n : b[4].len % 8 != 0) {
-        PyErr_SetString(PyExc_ValueError,
-                        is_mask ? "the mask is shorter than the codes" : "rows must be int64");
-        goto done;
-    }
-
-    uint64_t q[MAX_WORDS] = {0};
-    const float *center = b[1].buf, *query = b[2].buf;
-    for (Py_ssize_t j = 0; j < d; j++)
-        q[j / 64] |= (uint64_t)(query[j] > center[j]) << (j % 64);
-
-    const uint64_t *codes = b[0].buf;
-    const uint8_t *mask = b[4].buf;
-    const int64_t *listed = b[4].buf;
-    int64_t *out = b[3].buf;
-    Py_ssize_t m = is_mask ? mask_count(mask, n) : b[4].len / 8;
-    uint16_t *dist = PyMem_RawMalloc((size_t)(m ? m : 1) * sizeof(uint16_t));
-    int32_t *rows = is_mask ? PyMem_RawMalloc((size_t)(m ? m : 1) * sizeof(int32_t)) : NULL;
-    if (dist == NULL || (is_mask && rows == NULL)) {
-        PyMem_RawFree(dist);
-        PyMem_RawFree(rows);
-        PyErr_NoMemory();
-        goto done;
-    }
-    Py_ssize_t hist[MAX_WORDS * 64 + 1];
-    memset(hist, 0, (size_t)(64 * w + 1) * sizeof hist[0]);
-    int bad = 0;
-    Py_ssize_t written = 0;
+    Py_ssize_t written;
     Py_BEGIN_ALLOW_THREADS;
-    if (is_mask) {
-        mask_rows(mask, n, rows);
-        distances32(codes, q, w, rows, m, dist, hist);
-    } else {
-        bad = distances64(codes, q, n, w, listed, m, dist, hist);
+    written = shortlist(&a, r, b[4].buf);
+    Py_END_ALLOW_THREADS;
+    if (raise_status(written) == 0) result = PyLong_FromSsize_t(written);
+done:
+    for (int i = 0; i < got; i++) PyBuffer_Release(&b[i]);
+    return result;
+}
+
+#define NBUF2 7
+
+static PyObject *codes_search(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "codes_search takes 10 arguments");
+        return NULL;
     }
-    if (!bad) {
-        if (r > m) r = m;
-        /* the cut: every row closer than t is taken, then rows at distance t until r */
-        Py_ssize_t below = 0, t = 0;
-        while (t <= 64 * w && below + hist[t] < r) below += hist[t++];
-        Py_ssize_t ties = r - below;
-        for (Py_ssize_t j = 0; j < m && written < r; j++) {
-            Py_ssize_t dj = dist[j];
-            if (dj < t || (dj == t && ties > 0 && ties--))
-                out[written++] = is_mask ? (int64_t)rows[j] : listed[j];
+    Py_ssize_t r = PyLong_AsSsize_t(args[4]), k = PyLong_AsSsize_t(args[5]);
+    if (PyErr_Occurred()) return NULL;
+    int is_mask = PyObject_IsTrue(args[7]);
+    if (is_mask < 0) return NULL;
+
+    PyObject *result = NULL;
+    Py_buffer b[NBUF2]; /* codes, center, query, allowed, matrix, out_ids, out_scores */
+    static const int writable[NBUF2] = {0, 0, 0, 0, 0, 1, 1};
+    static const char *what[NBUF2] = {"codes", "center", "query", "allowed",
+                                      "matrix", "out_ids", "out_scores"};
+    PyObject *objs[NBUF2] = {args[0], args[1], args[2], args[6], args[3], args[8], args[9]};
+    int got = 0;
+    args_t a;
+    for (; got < NBUF2; got++)
+        if (get(objs[got], &b[got], writable[got], what[got]) < 0) goto done;
+    if (check(b, &b[3], is_mask, &a) < 0) goto done;
+    if ((size_t)b[4].len < (size_t)a.n * (size_t)a.d * sizeof(float)) {
+        PyErr_SetString(PyExc_ValueError, "the matrix has fewer rows than the codes");
+        goto done;
+    }
+    if (k < 1 || r < k || (size_t)b[5].len < (size_t)k * 8 || (size_t)b[6].len < (size_t)k * 4) {
+        PyErr_SetString(PyExc_ValueError, "codes_search: need 1 <= k <= r and outputs of k items");
+        goto done;
+    }
+    const float *matrix = b[4].buf;
+    int64_t *out_ids = b[5].buf;
+    float *out_scores = b[6].buf;
+    Py_ssize_t status;
+    Py_BEGIN_ALLOW_THREADS;
+    int64_t *short_ = malloc((size_t)r * sizeof(int64_t));
+    scored *heap = malloc((size_t)k * sizeof(scored));
+    if (short_ == NULL || heap == NULL) {
+        status = NO_MEMORY;
+    } else {
+        status = shortlist(&a, r, short_);
+    }
+    if (status >= 0) { /* exact scores of the shortlist; the best k by a min-heap */
+        Py_ssize_t size = 0;
+        for (Py_ssize_t j = 0; j < status; j++) {
+            const float *row = matrix + short_[j] * a.d;
+            if (j + 2 < status) __builtin_prefetch(matrix + short_[j + 2] * a.d);
+            float score = -neg_dot(a.query, row, a.d);
+            if (size < k) {
+                heap[size] = (scored){score, short_[j]};
+                if (++size == k)
+                    for (Py_ssize_t i = k / 2; i-- > 0;) sift_down(heap, k, i);
+            } else if (score > heap[0].s) {
+                heap[0] = (scored){score, short_[j]};
+                sift_down(heap, k, 0);
+            }
+        }
+        if (size < k)
+            for (Py_ssize_t i = size / 2; i-- > 0;) sift_down(heap, size, i);
+        status = size;
+        for (Py_ssize_t j = size - 1; j >= 0; j--) { /* worst off the top: best first */
+            out_ids[j] = heap[0].id;
+            out_scores[j] = heap[0].s;
+            heap[0] = heap[--size];
+            sift_down(heap, size, 0);
         }
     }
+    free(short_);
+    free(heap);
     Py_END_ALLOW_THREADS;
-    PyMem_RawFree(dist);
-    PyMem_RawFree(rows);
-    if (bad) {
-        PyErr_SetString(PyExc_IndexError, "row index out of range");
-        goto done;
-    }
-    result = PyLong_FromSsize_t(written);
+    if (raise_status(status) == 0) result = PyLong_FromSsize_t(status);
 done:
     for (int i = 0; i < got; i++) PyBuffer_Release(&b[i]);
     return result;
 }
 
 static PyMethodDef methods[] = {
+    {"codes_search", (PyCFunction)(void (*)(void))codes_search, METH_FASTCALL,
+     "codes_search(codes, center, query, matrix, r, k, allowed, is_mask, out_ids, out_scores) "
+     "-> int: the k rows of highest inner product with the query among the r allowed rows "
+     "whose codes are nearest the query's, best first."},
     {"hamming_top", (PyCFunction)(void (*)(void))hamming_top, METH_FASTCALL,
      "hamming_top(codes, center, query, r, out, allowed, is_mask) -> int: the r allowed rows "
      "whose codes are nearest the query's in Hamming distance, written to out (unordered)."},
@@ -218,4 +362,7 @@ static struct PyModuleDef module = {
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__bits(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__bits(void) {
+    simd_init();
+    return PyModule_Create(&module);
+}

@@ -13,3 +13,17 @@ def hamming_top(
     is_mask: bool,
     /,
 ) -> int: ...
+
+def codes_search(
+    codes: np.ndarray,
+    center: np.ndarray,
+    query: np.ndarray,
+    matrix: np.ndarray,
+    r: int,
+    k: int,
+    allowed: np.ndarray,
+    is_mask: bool,
+    out_ids: np.ndarray,
+    out_scores: np.ndarray,
+    /,
+) -> int: ...

@@ -53,6 +53,51 @@ class SignCodes:
         code: np.ndarray = self.encode(vector[None, :])[0]
         return code
 
+    def search(
+        self,
+        codes: np.ndarray,
+        matrix: np.ndarray,
+        query: np.ndarray,
+        shortlist: int,
+        k: int,
+        *,
+        mask: np.ndarray | None = None,
+        rows: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, inner products) of the k best among the ``shortlist`` allowed rows whose codes
+        are nearest the query's, best first: one C call (``_bits.codes_search``) for the
+        Hamming pass, the exact scores read in place from ``matrix`` and the top k."""
+        q, allowed, is_mask = self._args(codes, query, mask, rows)
+        if matrix.dtype != np.float32 or matrix.ndim != 2 or matrix.shape[1] != self.dimension:
+            raise ValueError(f"matrix must be (n, {self.dimension}) float32")
+        ids = np.empty(k, dtype=np.int64)
+        scores = np.empty(k, dtype=np.float32)
+        found = _bits.codes_search(
+            codes, self.center, q, matrix, shortlist, k, allowed, is_mask, ids, scores
+        )
+        return ids[:found], scores[:found]
+
+    def _args(
+        self,
+        codes: np.ndarray,
+        query: np.ndarray,
+        mask: np.ndarray | None,
+        rows: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """The checked query and the allowed rows as the kernel takes them."""
+        if (mask is None) == (rows is None):
+            raise ValueError("give exactly one of mask and rows")
+        if codes.dtype != np.uint64 or codes.ndim != 2 or codes.shape[1] != self.words:
+            raise ValueError(f"codes must be an (n, {self.words}) uint64 array")
+        q = np.ascontiguousarray(query, dtype=np.float32)
+        if q.shape != (self.dimension,):
+            raise ValueError(f"query must have {self.dimension} values")
+        if mask is not None:
+            if mask.dtype != np.bool_ or mask.shape != (len(codes),):
+                raise ValueError(f"mask must be {len(codes)} bools")
+            return q, mask.view(np.uint8), True
+        return q, np.asarray(rows, dtype=np.int64), False
+
     def nearest(
         self,
         codes: np.ndarray,
@@ -67,20 +112,7 @@ class SignCodes:
 
         Ties at the cut are broken by row order; rows outside ``codes`` raise IndexError.
         """
-        if (mask is None) == (rows is None):
-            raise ValueError("give exactly one of mask and rows")
-        if codes.dtype != np.uint64 or codes.ndim != 2 or codes.shape[1] != self.words:
-            raise ValueError(f"codes must be an (n, {self.words}) uint64 array")
-        q = np.ascontiguousarray(query, dtype=np.float32)
-        if q.shape != (self.dimension,):
-            raise ValueError(f"query must have {self.dimension} values")
+        q, allowed, is_mask = self._args(codes, query, mask, rows)
         out = np.empty(max(count, 0), dtype=np.int64)
-        if mask is not None:
-            if mask.dtype != np.bool_ or mask.shape != (len(codes),):
-                raise ValueError(f"mask must be {len(codes)} bools")
-            allowed, is_mask = mask.view(np.uint8), True
-        else:
-            assert rows is not None
-            allowed, is_mask = np.asarray(rows, dtype=np.int64), False
         found = _bits.hamming_top(codes, self.center, q, count, out, allowed, is_mask)
         return out[: int(found)]

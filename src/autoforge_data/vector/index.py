@@ -483,10 +483,11 @@ class ExactIndex:
         assert rows.coder is not None
         assert rows.codes is not None
         count = self.opts.shortlist(k, n_allowed)
-        short = rows.coder.nearest(rows.codes[: rows.n], q, count, mask=mask, rows=listed)
-        scores = self._scores(q, short)
-        top = _top(scores, min(k, len(short)))
-        return Hits(rows.nums[short[top]], scores[top], len(short), "codes+rerank")
+        codes, matrix = rows.codes[: rows.n], rows.vecs[: rows.n]
+        found, scores = rows.coder.search(
+            codes, matrix, q, count, min(k, count), mask=mask, rows=listed
+        )
+        return Hits(rows.nums[found], scores, count, "codes+rerank")
 
     def _exact(
         self,
