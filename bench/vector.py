@@ -578,9 +578,10 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one run, in order
                     "ann_graph_mb": mem_st["ann_graph_mb"],
                 }
                 o = IndexOptions()
-                mem_params = (f"faiss HNSW M={o.connectivity} efC={o.expansion_add} "
-                              f"ef>={o.ef}, rows in k-means order ({o.locality_clusters}), "
-                              "vectors held once, filter mirror, in-graph filter, planner")
+                mem_params = (f"faiss HNSW M={o.connectivity} efC={o.expansion_add} graph, "
+                              f"own C search ef>={o.ef}, rows in k-means order "
+                              f"({o.locality_clusters}), vectors held once, filter mirror, "
+                              "in-graph filter, sign-bit codes shortlist, planner")
                 run.add("memory-warm-start", True, "reopen from snapshot + journal replay", None,
                         load_s=round(statistics.median(warm), 3),
                         runs_s=[round(w, 3) for w in warm],

@@ -11,7 +11,7 @@ On the real corpus of ``bench/vector.py`` (50,000 MiniLM vectors, held-out queri
    exact filtered search and time of the in-graph filtered search per efSearch, of the rule's
    efSearch (``IndexOptions.filtered_ef``), of the over-fetch (k / selectivity x 2, post-filter)
    and of exact scores of the allowed rows read in place (``dots_by_index``);
-4. codes: the same filters searched by sign-bit codes (``SignCodes.nearest``: Hamming shortlist
+4. codes: the same filters searched by sign-bit codes (``SignCodes.search``: Hamming shortlist
    of the allowed rows, then their exact scores): recall@10 and time per shortlist size and for
    the rule (``IndexOptions.shortlist``), the allowed rows given as a mask and as a row list;
    and the kernel alone per allowed row, which calibrates the planner's ``codes_ns``.
@@ -195,7 +195,7 @@ def codes(x: np.ndarray, q: np.ndarray, rows: list[dict[str, Any]]) -> None:
 def codes_case(coder: Any, enc: np.ndarray, x: np.ndarray, q: np.ndarray, sel: float, *,
                masks: list[np.ndarray], rows: list[dict[str, Any]]) -> None:
     """Query j filtered to ``masks[j % 8]``: shortlist sizes, the rule, the kernel alone."""
-    from autoforge_data.vector.ann import IndexOptions, dots_by_index
+    from autoforge_data.vector.ann import IndexOptions
 
     allowed = [np.flatnonzero(m) for m in masks]
     truth = []
@@ -209,10 +209,10 @@ def codes_case(coder: Any, enc: np.ndarray, x: np.ndarray, q: np.ndarray, sel: f
             return coder.nearest(enc, q[j], count, rows=allowed[j % 8])  # type: ignore[no-any-return]
         return coder.nearest(enc, q[j], count, mask=masks[j % 8])  # type: ignore[no-any-return]
 
-    def by_codes(j: int, count: int, listed: bool) -> np.ndarray:
-        short = shortlist(j, count, listed)
-        scores = dots_by_index(x, q[j], short)
-        return short[np.argpartition(-scores, K)[:K]]
+    def by_codes(j: int, count: int, listed: bool) -> np.ndarray:  # as the index runs it
+        if listed:
+            return coder.search(enc, x, q[j], count, K, rows=allowed[j % 8])[0]  # type: ignore[no-any-return]
+        return coder.search(enc, x, q[j], count, K, mask=masks[j % 8])[0]  # type: ignore[no-any-return]
 
     n_allowed = int(np.mean([len(a) for a in allowed]))
     rule = IndexOptions().shortlist(K, n_allowed)
