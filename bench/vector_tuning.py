@@ -41,7 +41,7 @@ K = 10
 GRAPHS = ((24, 100), (32, 100), (24, 200), (16, 200))
 EFS = (24, 32, 48, 64, 96, 128, 160, 224, 384)
 SELECTIVITIES = (0.5, 0.3, 0.2, 0.1, 0.05, 0.02)
-SHORTLISTS = (40, 80, 160, 320, 640)
+SHORTLISTS = (40, 80, 160, 320)
 
 
 def run(fn: Callable[[int], np.ndarray], nq: int) -> tuple[list[np.ndarray], float]:

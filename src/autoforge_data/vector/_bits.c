@@ -314,9 +314,16 @@ static PyObject *codes_search(PyObject *self, PyObject *const *args, Py_ssize_t 
     }
     if (status >= 0) { /* exact scores of the shortlist; the best k by a min-heap */
         Py_ssize_t size = 0;
+        for (Py_ssize_t j = 0; j < 3 && j < status; j++) {
+            const char *row = (const char *)(matrix + short_[j] * a.d);
+            for (Py_ssize_t byte = 0; byte < a.d * 4; byte += 64) __builtin_prefetch(row + byte);
+        }
         for (Py_ssize_t j = 0; j < status; j++) {
             const float *row = matrix + short_[j] * a.d;
-            if (j + 2 < status) __builtin_prefetch(matrix + short_[j + 2] * a.d);
+            if (j + 3 < status) { /* a whole row ahead: the rows are scattered, memory bound */
+                const char *next = (const char *)(matrix + short_[j + 3] * a.d);
+                for (Py_ssize_t byte = 0; byte < a.d * 4; byte += 64) __builtin_prefetch(next + byte);
+            }
             float score = -neg_dot(a.query, row, a.d);
             if (size < k) {
                 heap[size] = (scored){score, short_[j]};

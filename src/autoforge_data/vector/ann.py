@@ -79,8 +79,7 @@ class IndexOptions:
     codes_ns: float = 15.0
     mask_ns: float = 0.3
     codes_fixed_ns: float = 15_000.0
-    shortlist_scale: float = 2.5  # shortlist = max(shortlist_k x k, scale x sqrt(allowed))
-    shortlist_k: int = 8
+    shortlist_k: int = 12  # shortlist = 12 k rows (see below)
     meta_keys: int = 16  # metadata keys mirrored in memory at most (4 bytes a row each)
     refresh_interval: float = 0.5  # a search first applies the journal if older than this (s)
     save_every: int = 5_000  # journal entries applied since the last snapshot that trigger one
@@ -108,8 +107,7 @@ class IndexOptions:
 
     def shortlist(self, k: int, allowed: int) -> int:
         """Rows whose exact score a codes search reads for ``k`` results among ``allowed``."""
-        want = max(self.shortlist_k * k, math.ceil(self.shortlist_scale * math.sqrt(allowed)))
-        return min(allowed, want)
+        return min(allowed, self.shortlist_k * k)
 
     def ann_cost(self, candidates: int) -> float:
         """Modelled ns of one ANN query that fetches ``candidates`` (the planner's and the
