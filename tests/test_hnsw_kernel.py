@@ -148,3 +148,26 @@ def test_malformed_graphs_and_arguments_are_errors(
     fails(13, read_only, "C-contiguous")
     with pytest.raises(TypeError, match="14 arguments"):
         _hnsw.search(*good[:13])
+
+
+def test_filtered_search_has_faiss_semantics(graph: tuple[Ann, np.ndarray, np.ndarray]) -> None:
+    """A filtered search does the work of an unfiltered one of the same efSearch (the beam
+    holds disallowed nodes too) and returns the best allowed nodes it visited: the results of
+    faiss's own search with an IDSelectorBitmap (what IndexOptions' filter rule was calibrated
+    with), within one result in a hundred."""
+    ann, x, queries = graph
+    mask = np.random.default_rng(6).random(len(x)) < 0.2
+    bits = np.packbits(mask, bitorder="little")
+    selector = faiss.IDSelectorBitmap(len(x), faiss.swig_ptr(bits))
+    params = faiss.SearchParametersHNSW()
+    params.efSearch = 32
+    params.sel = selector
+    same = 0
+    for q in queries:
+        ids = np.empty(10, dtype=np.int64)
+        dist = np.empty(10, dtype=np.float32)
+        ann.index.search_c(1, faiss.swig_ptr(q), 10, faiss.swig_ptr(dist), faiss.swig_ptr(ids),
+                           params)
+        ours = ann.search(q, 10, ef=32, allowed=mask)[0]
+        same += len(set(ids.tolist()) & set(ours.tolist()))
+    assert same >= len(queries) * 10 * 99 // 100

@@ -14,7 +14,8 @@
  *   k, ef      results wanted, beam width on the base level (ef >= k)
  *   l2         false: inner product (higher is better), true: squared L2 (lower is better)
  *   allowed    None, or n bytes (bit 0 read): only rows whose byte is 1 are returned; the
- *              search still walks through the others (a filtered search)
+ *              beam still holds and walks through the others, exactly as unfiltered (faiss's
+ *              IDSelector semantics: the best k allowed rows among those the search visits)
  *   out_ids    int64, k items; out_dist float32, k items: best first, -1 ids pad
  *
  * Returns how many results were found. The classic HNSW search (Malkov & Yashunin): greedy
@@ -136,8 +137,13 @@ static Py_ssize_t run(const graph *g, const float *q, int32_t entry, int max_lev
     uint8_t *seen = calloc((size_t)(g->n + 7) / 8, 1);
     heap cand = {malloc(sizeof(item) * 256), 0, 256};
     heap res = {malloc(sizeof(item) * (size_t)(ef + 1)), 0, ef + 1};
+    /* filtered: the beam (res) holds every node, as unfiltered; the allowed ones visited also
+     * go to best, the k results (faiss's semantics: the same work as an unfiltered search of
+     * the same ef, so IndexOptions' filter rule, calibrated with faiss, holds) */
+    heap best = {allowed ? malloc(sizeof(item) * (size_t)(k + 1)) : NULL, 0, k + 1};
+    heap *out_heap = allowed ? &best : &res;
     Py_ssize_t status = 0;
-    if (seen == NULL || cand.a == NULL || res.a == NULL) {
+    if (seen == NULL || cand.a == NULL || res.a == NULL || (allowed && best.a == NULL)) {
         status = NO_MEMORY;
         goto out;
     }
@@ -146,7 +152,8 @@ static Py_ssize_t run(const graph *g, const float *q, int32_t entry, int max_lev
         status = NO_MEMORY;
         goto out;
     }
-    if (allowed == NULL || (allowed[ep] & 1)) heap_push(&res, d_ep, ep, 1);
+    heap_push(&res, d_ep, ep, 1);
+    if (allowed && (allowed[ep] & 1)) heap_push(&best, d_ep, ep, 1);
     int32_t fresh[512];
     while (cand.size) {
         item c = heap_pop(&cand, -1);
@@ -187,17 +194,19 @@ static Py_ssize_t run(const graph *g, const float *q, int32_t entry, int max_lev
                     status = NO_MEMORY;
                     goto out;
                 }
-                if (allowed == NULL || (allowed[v] & 1)) {
-                    heap_push(&res, dv, v, 1); /* capacity ef + 1: never grows */
-                    if (res.size > ef) heap_pop(&res, 1);
-                }
+                heap_push(&res, dv, v, 1); /* capacity ef + 1: never grows */
+                if (res.size > ef) heap_pop(&res, 1);
+            }
+            if (allowed && (allowed[v] & 1) && (best.size < k || dv < best.a[0].d)) {
+                heap_push(&best, dv, v, 1); /* capacity k + 1: never grows */
+                if (best.size > k) heap_pop(&best, 1);
             }
         }
     }
-    while (res.size > k) heap_pop(&res, 1);
-    found = res.size;
+    while (out_heap->size > k) heap_pop(out_heap, 1);
+    found = out_heap->size;
     for (Py_ssize_t j = found - 1; j >= 0; j--) { /* worst first off the max-heap */
-        item it = heap_pop(&res, 1);
+        item it = heap_pop(out_heap, 1);
         out_ids[j] = it.id;
         out_dist[j] = it.d;
     }
@@ -210,6 +219,7 @@ out:
     free(seen);
     free(cand.a);
     free(res.a);
+    free(best.a);
     return status;
 }
 
