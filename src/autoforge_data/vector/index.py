@@ -10,7 +10,8 @@ libSQL stays the system of record; these indexes hold a copy in memory and follo
   on), so a filter is a numpy mask, never SQL. A cost-based planner picks per query between a
   graph search that walks through disallowed rows without returning them (efSearch sized to the
   filter's selectivity; 2-50% and 2,000 rows or more), the ANN with an over-fetch sized to it,
-  and an exact scan of the allowed rows. Persisted as a snapshot (:mod:`.snapshot`) so a start
+  a shortlist by sign-bit codes re-ranked exactly (:mod:`.codes`), and an exact scan of the
+  allowed rows. Persisted as a snapshot (:mod:`.snapshot`) so a start
   loads it and replays the journal instead of rebuilding.
 * :class:`ExactIndex` — brute force over its own matrix and the same mirror; for small
   collections and as the recall reference.
