@@ -81,7 +81,11 @@ class IndexOptions:
     # 32k 0.99-0.998 for 500 to 25,000 allowed rows; 12k gives 0.974-0.979. The kernel alone
     # took ~6-30 ns an allowed row (scattered rows cost more) and ~0.7 ns a mask row.
     use_codes: bool = True  # False: no codes kept, filtered searches use the graph or a scan
-    codes_rows: int = 2_000  # fewer allowed rows: their exact scores are cheap enough (exact)
+    # Fewer allowed rows than this: their exact scores (recall 1.0). Above it the shortlist
+    # reads 12 k rows instead of all of them: a 1% filter (500 rows) read them exactly at
+    # 0.43-0.49x the unfiltered QPS (vector.md, 2026-11-28), where rows read in place cost
+    # ~4x the gather_ns the planner assumes; a shortlist of 120 of them keeps recall@10 ~0.99.
+    codes_rows: int = 300
     codes_ns: float = 15.0
     mask_ns: float = 0.7
     codes_fixed_ns: float = 15_000.0
