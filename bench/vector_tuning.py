@@ -138,6 +138,16 @@ def filters(ann: Any, x: np.ndarray, q: np.ndarray, rows: list[dict[str, Any]]) 
         filter_case(ann, x, q, sel, masks=masks, rows=rows)
 
 
+def filtered_truth(x: np.ndarray, q: np.ndarray, masks: list[np.ndarray]) -> list[set[int]]:
+    """The exact top K of query j among the rows ``masks[j % 8]`` allows."""
+    truth = []
+    for j, v in enumerate(q):
+        scores = x @ v
+        scores[~masks[j % 8]] = -np.inf
+        truth.append(set(np.argpartition(-scores, K)[:K].tolist()))
+    return truth
+
+
 def filter_case(ann: Any, x: np.ndarray, q: np.ndarray, sel: float, *, masks: list[np.ndarray],
                 rows: list[dict[str, Any]]) -> None:
     """Every strategy for query j filtered to ``masks[j % 8]``."""
@@ -145,11 +155,7 @@ def filter_case(ann: Any, x: np.ndarray, q: np.ndarray, sel: float, *, masks: li
 
     opts = IndexOptions()
     allowed = [np.flatnonzero(m) for m in masks]
-    truth = []
-    for j, v in enumerate(q):
-        scores = x @ v
-        scores[~masks[j % 8]] = -np.inf
-        truth.append(set(np.argpartition(-scores, K)[:K].tolist()))
+    truth = filtered_truth(x, q, masks)
 
     def in_graph(j: int, ef: int) -> np.ndarray:
         return ann.search(q[j], K, ef=ef, allowed=masks[j % 8])[0]
@@ -198,11 +204,7 @@ def codes_case(coder: Any, enc: np.ndarray, x: np.ndarray, q: np.ndarray, sel: f
     from autoforge_data.vector.ann import IndexOptions
 
     allowed = [np.flatnonzero(m) for m in masks]
-    truth = []
-    for j, v in enumerate(q):
-        scores = x @ v
-        scores[~masks[j % 8]] = -np.inf
-        truth.append(set(np.argpartition(-scores, K)[:K].tolist()))
+    truth = filtered_truth(x, q, masks)
 
     def shortlist(j: int, count: int, listed: bool) -> np.ndarray:
         if listed:
