@@ -82,9 +82,10 @@ class IndexOptions:
     # took ~6-30 ns an allowed row (scattered rows cost more) and ~0.7 ns a mask row.
     use_codes: bool = True  # False: no codes kept, filtered searches use the graph or a scan
     # Fewer allowed rows than this: their exact scores (recall 1.0). Above it the shortlist
-    # reads 12 k rows instead of all of them: a 1% filter (500 rows) read them exactly at
-    # 0.43-0.49x the unfiltered QPS (vector.md, 2026-11-28), where rows read in place cost
-    # ~4x the gather_ns the planner assumes; a shortlist of 120 of them keeps recall@10 ~0.99.
+    # reads 12 k rows instead of all of them: 1% filters (500 rows) read them exactly at
+    # 0.43-0.49x the unfiltered QPS in a first 2026-11-28 run of bench/vector.py with 2,000 here
+    # (results not kept: the committed vector.md is the rerun with 300, 0.85-0.91x); a
+    # shortlist of 120 of 500 rows keeps recall@10 ~0.99 (vector.md, vector_tuning.md).
     codes_rows: int = 300
     codes_ns: float = 15.0
     mask_ns: float = 0.7

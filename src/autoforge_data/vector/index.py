@@ -369,7 +369,8 @@ class ExactIndex:
         rows, o = self._rows, self.opts
         if self._ann is None or rows.live < o.small:
             return "exact", None
-        ann_cost = min(o.ann_cost(ann_work), self._codes_cost(k, n_allowed, masked=True))
+        costs = self._costs(k, n_allowed, ann_work, masked=True)
+        ann_cost = min(costs.values())  # the cheapest approximate path
         exact_cost = o.scan_ns * rows.n  # the whole matrix, contiguous
         if mask is not None and n_allowed < rows.live:
             exact_cost = min(exact_cost, o.gather_ns * n_allowed)
@@ -380,18 +381,14 @@ class ExactIndex:
                 _mask_runs(mask) * RUN_MIN <= n_allowed
             ):
                 return "exact", np.flatnonzero(mask)
-        return self._cheapest(k, n_allowed, ann_work, exact_cost, masked=True), None
+        return _cheapest(exact_cost, costs), None
 
-    def _cheapest(
-        self, k: int, n_allowed: int, ann_work: int, exact_cost: float, *, masked: bool
-    ) -> str:
-        """The cheapest of the exact scan (``exact_cost``), the ANN and the codes shortlist."""
-        costs = {
-            "exact": exact_cost,
+    def _costs(self, k: int, n_allowed: int, ann_work: int, *, masked: bool) -> dict[str, float]:
+        """Modelled ns of the approximate paths: the ANN and the codes shortlist."""
+        return {
             "ann": self.opts.ann_cost(ann_work),
             "codes": self._codes_cost(k, n_allowed, masked=masked),
         }
-        return min(costs, key=costs.__getitem__)  # ties: the first (exact results)
 
     def _codes_cost(self, k: int, n_allowed: int, *, masked: bool) -> float:
         """Modelled ns of a filtered search by the sign-bit codes (inf: not available)."""
@@ -410,11 +407,12 @@ class ExactIndex:
         n_allowed = len(listed)
         if self._ann is None or rows.live < o.small:
             return "exact", listed
-        ann_cost = min(o.ann_cost(ann_work), self._codes_cost(k, n_allowed, masked=False))
+        costs = self._costs(k, n_allowed, ann_work, masked=False)
+        ann_cost = min(costs.values())
         exact_cost = o.gather_ns * n_allowed
         if exact_cost > ann_cost >= o.scan_ns * n_allowed and _runs(listed) * RUN_MIN <= n_allowed:
             return "exact", listed  # long runs: scanned as matrix slices, near scan_ns a row
-        return self._cheapest(k, n_allowed, ann_work, exact_cost, masked=False), listed
+        return _cheapest(exact_cost, costs), listed
 
     def _ann_work(self, k: int, n_allowed: int) -> tuple[int, bool]:
         """(candidates the ANN path visits per result list, whether it filters in the graph):
@@ -606,6 +604,12 @@ class _SingleBlasThread:
 
 
 _single_blas_thread = _SingleBlasThread()
+
+
+def _cheapest(exact_cost: float, costs: dict[str, float]) -> str:
+    """'exact' unless an approximate path (``costs``) is cheaper; ties go to exact results."""
+    best = min(costs, key=costs.__getitem__)
+    return "exact" if exact_cost <= costs[best] else best
 
 
 def _mask_runs(mask: np.ndarray) -> int:
