@@ -83,9 +83,9 @@ class IndexOptions:
     use_codes: bool = True  # False: no codes kept, filtered searches use the graph or a scan
     # Fewer allowed rows than this: their exact scores (recall 1.0). Above it the shortlist
     # reads 12 k rows instead of all of them: 1% filters (500 rows) read them exactly at
-    # 0.43-0.49x the unfiltered QPS in a first 2026-11-28 run of bench/vector.py with 2,000 here
-    # (results not kept: the committed vector.md is the rerun with 300, 0.85-0.91x); a
-    # shortlist of 120 of 500 rows keeps recall@10 ~0.99 (vector.md, vector_tuning.md).
+    # 0.43-0.49x the unfiltered QPS in a first (slowed, not kept) bench/vector.py run with 2,000
+    # here; with 300 they take codes at 1.19-1.53x (vector.md, idle run) and a shortlist of 120
+    # of 500 rows keeps recall@10 ~0.99 (vector.md, vector_tuning.md).
     codes_rows: int = 300
     codes_ns: float = 15.0
     mask_ns: float = 0.7
@@ -97,8 +97,8 @@ class IndexOptions:
     # After a build, rows are reordered by their nearest of up to this many k-means centroids
     # (0: never), so the vectors a graph search reads are near each other in memory: same
     # graph, same results. 1.08x the QPS on the real 50k x 384 corpus in the idle run of
-    # 2026-11-27 (the vectors, 73 MiB, do not fit the 32 MiB L3); 0.85x in the 2026-11-28 run
-    # of vector_tuning.md on a machine ~3.5x slower with rounds +-20% apart: within noise there.
+    # 2026-11-27 and 1.05x in the idle vector_tuning.md run of 2026-11-28 (the vectors, 73 MiB,
+    # do not fit the 32 MiB L3); 0.85x once on a machine slowed ~3.5x (rounds +-20% apart).
     locality_clusters: int = 256
     # HNSW M (2M links a vector on the base layer) and efConstruction (vector_tuning.md, efSearch
     # 24; idle run of 2026-11-27): M=24 efC=100 recall@10 0.963 at 12,500 QPS, build 5.7 s;
