@@ -744,6 +744,37 @@ def test_invalid_filters_and_models(hashdb: tuple[Database, CountingEmbedder]) -
         SearchContext.open(db, embedder=HashEmbedder(1536))
 
 
+def test_keyword_filter_holds_before_the_limit(
+    hashdb: tuple[Database, CountingEmbedder], tmp_path: Path
+) -> None:
+    """60 drafts outrank the one active prompt on bm25: a status filter still finds it (the
+    filter holds before the ranking's LIMIT), unfiltered keyword search ranks by words then
+    bm25, and hybrid keeps FTS snippets for keyword hits it shows."""
+    db, embedder = hashdb
+    owner = svc.create_user(db, unique_email(), "writer").id
+    drafts = [
+        svc.create_prompt(db, owner, f"zebra notes {i}", "zebra zebra zebra stripes " * 3).id
+        for i in range(60)
+    ]
+    active = svc.create_prompt(
+        db, owner, "savanna log", "A long field report; one zebra was seen near the river "
+        "among many other animals, birds, trees and rivers of the plain.", status="active"
+    ).id
+    with SearchContext.open(db, data_dir=tmp_path / "idx", embedder=embedder) as ctx:
+        assert index_prompts(ctx, [*drafts, active]).embedded == 61
+        only = search(ctx, "zebra", k=5, flt=Filter(status=("active",)), mode="keyword")
+        assert [m.prompt_id for m in only] == [active]
+        assert "**zebra**" in only[0].snippet
+        every = search(ctx, "zebra stripes", k=70, mode="keyword")
+        assert len(every) == 61
+        assert every[-1].prompt_id == active  # one of two words: after all 60 with both
+        assert all(m.score >= 2 for m in every[:60])
+        assert 1 <= every[-1].score < 2
+        hybrid = search(ctx, "zebra", k=3, flt=Filter(status=("active",)), mode="hybrid")
+        assert hybrid[0].prompt_id == active
+        assert "**zebra**" in hybrid[0].snippet
+
+
 # --- indexing pipeline ----------------------------------------------------------------------------
 
 

@@ -295,7 +295,7 @@ def search(
     text: str = query  # type: ignore[assignment]  # _check_request: exactly one of the two
     run: Callable[[], list[Match]]
     if mode == "keyword":
-        run = lambda: [m for _, m in _keyword(ctx.db, text, k, flt)]  # noqa: E731
+        run = lambda: _keyword(ctx.db, text, k, flt)  # noqa: E731
     else:
         _embedder_of(ctx)  # no embedder is an error before any work
         if mode == "vector":
@@ -442,14 +442,18 @@ def _hybrid(ctx: SearchContext, query: str, q: Vector, k: int, flt: Filter) -> l
     hits = ctx.index.search(q, depth, flt)
     # Only prompts with at least half the query's words are lexical evidence: with plain OR, one
     # shared word would put a prompt into both lists and above the best semantic match.
-    keyword = _keyword(ctx.db, query, depth, flt, min_match=HYBRID_MIN_MATCH)
-    fused: dict[int, float] = {}
-    # Ties (a prompt at the same rank in one list only) keep the vector ranking's order.
-    for ranking in (hits.nums.tolist(), [num for num, _ in keyword]):
-        for rank, num in enumerate(ranking, start=1):
-            fused[num] = fused.get(num, 0.0) + 1.0 / (RRF_K + rank)
-    best = sorted(fused.items(), key=lambda item: -item[1])[:k]
-    return _resolve(ctx.db, best, flt, {num: match.snippet for num, match in keyword})
+    terms = query_terms(query)
+    with UnitOfWork(ctx.db) as uow:
+        keyword = _keyword_ranked(uow, terms, depth, flt, min_match=HYBRID_MIN_MATCH)
+        fused: dict[int, float] = {}
+        # Ties (a prompt at the same rank in one list only) keep the vector ranking's order.
+        for ranking in (hits.nums.tolist(), [num for num, _ in keyword]):
+            for rank, num in enumerate(ranking, start=1):
+                fused[num] = fused.get(num, 0.0) + 1.0 / (RRF_K + rank)
+        best = sorted(fused.items(), key=lambda item: -item[1])[:k]
+        lexical = {num for num, _ in keyword}
+        snippets = _snippets(uow, terms, [num for num, _ in best if num in lexical])
+    return _resolve(ctx.db, best, flt, snippets)
 
 
 def query_terms(text: str) -> list[str]:
@@ -469,38 +473,70 @@ def fts_query(terms: Sequence[str]) -> str | None:
     return " OR ".join(f'"{t}"' for t in terms) or None
 
 
-def _keyword(
-    db: Database, query: str, limit: int, flt: Filter, *, min_match: float = 0.0
-) -> list[tuple[int, Match]]:
-    """(num, match) of FTS5 hits: most query words first, then bm25 (title weighs double).
+def _keyword(db: Database, query: str, limit: int, flt: Filter) -> list[Match]:
+    """Keyword search: FTS5 hits, most query words first, then bm25 (title weighs double).
 
     A match's score is the number of query words it contains plus bm25 / (1 + bm25), so it
-    orders like the list. ``min_match`` drops hits with fewer than that share of the words.
+    orders like the list.
     """
     terms = query_terms(query)
+    with UnitOfWork(db) as uow:
+        ranked = _keyword_ranked(uow, terms, limit, flt)
+        snippets = _snippets(uow, terms, [num for num, _ in ranked])
+    return _resolve(db, ranked, flt, snippets)
+
+
+def _keyword_ranked(
+    uow: UnitOfWork, terms: list[str], limit: int, flt: Filter, *, min_match: float = 0.0
+) -> list[tuple[int, float]]:
+    """(num, score) of the best FTS5 hits, best first (see :func:`_keyword`); ``min_match``
+    drops hits with fewer than that share of the words.
+
+    bm25 ranks every row containing any of the words, so that statement reads nothing else: the
+    prompts are joined only when a filter must hold before the LIMIT, and snippets are made
+    later for the rows shown (at 50k prompts and 16 words, joining and snippeting every hit
+    cost as much as ranking them).
+    """
     match = fts_query(terms)
     if match is None:
         return []
     where, params = filter_sql(flt)
-    with UnitOfWork(db) as uow:
+    fetch = max(limit, 50)
+    if where:
         rows = uow.fetchall(
-            "SELECT k.num, p.id, p.current_version, -bm25(prompts_fts, 2.0, 1.0) AS relevance, "
-            "snippet(prompts_fts, -1, '**', '**', '…', 24) "
-            "FROM prompts_fts JOIN prompt_keys k ON k.num = prompts_fts.rowid "
-            "JOIN prompts p ON p.id = k.prompt_id "
+            "SELECT f.rowid, -bm25(prompts_fts, 2.0, 1.0) AS relevance FROM prompts_fts f "
+            "JOIN prompt_keys k ON k.num = f.rowid JOIN prompts p ON p.id = k.prompt_id "
             f"WHERE prompts_fts MATCH ?{where} ORDER BY relevance DESC LIMIT ?",
-            (match, *params, max(limit, 50)),
+            (match, *params, fetch),
         )
-        covered = _coverage(uow, terms, [int(r[0]) for r in rows])
+    else:
+        rows = uow.fetchall(
+            "SELECT rowid, -bm25(prompts_fts, 2.0, 1.0) AS relevance FROM prompts_fts "
+            "WHERE prompts_fts MATCH ? ORDER BY relevance DESC LIMIT ?",
+            (match, fetch),
+        )
+    covered = _coverage(uow, terms, [int(r[0]) for r in rows])
     need = math.ceil(len(terms) * min_match)
     scored = []
     for r in rows:
-        num, relevance = int(r[0]), max(float(r[3]), 0.0)
+        num, relevance = int(r[0]), max(float(r[1]), 0.0)
         if covered[num] >= need:
-            score = covered[num] + relevance / (1.0 + relevance)
-            scored.append((num, Match(str(r[1]), int(r[2]), score, _clean(str(r[4])))))
-    scored.sort(key=lambda item: -item[1].score)
+            scored.append((num, covered[num] + relevance / (1.0 + relevance)))
+    scored.sort(key=lambda item: -item[1])  # stable: equal scores keep the bm25 order
     return scored[:limit]
+
+
+def _snippets(uow: UnitOfWork, terms: list[str], nums: list[int]) -> dict[int, str]:
+    """FTS5 snippets (matched words in ``**``) of the given rows, by num."""
+    match = fts_query(terms)
+    if match is None or not nums:
+        return {}
+    rows = uow.fetchall(
+        "SELECT rowid, snippet(prompts_fts, -1, '**', '**', '…', 24) FROM prompts_fts "
+        f"WHERE prompts_fts MATCH ? AND rowid IN ({','.join('?' * len(nums))})",
+        (match, *nums),
+    )
+    return {int(num): _clean(str(text)) for num, text in rows}
 
 
 def _coverage(uow: UnitOfWork, terms: list[str], nums: list[int]) -> dict[int, int]:
