@@ -249,6 +249,21 @@ def test_created_range_and_combined_filters(corpus: Corpus, queries: np.ndarray)
         assert r >= 0.95
 
 
+def test_created_bounds_with_an_offset_mean_the_same_instant(
+    corpus: Corpus, queries: np.ndarray
+) -> None:
+    """A created bound written with a UTC offset is compared as the instant it names (as the
+    memory backend and the keyword search read it), not as text; a reversed range is an error."""
+    index = LibsqlIndex(corpus.db, corpus.model, create=False)
+    utc = Filter(created_from="2024-03-01T00:00:00.000Z", created_to="2024-09-01T00:00:00.000Z")
+    shifted = Filter(created_from="2024-03-01T02:00:00+02:00", created_to="2024-08-31T20:00-04:00")
+    assert libsql_filter_sql(shifted) == libsql_filter_sql(utc)
+    for q in queries[:5]:
+        assert index.search(q, K, shifted).nums.tolist() == index.search(q, K, utc).nums.tolist()
+    with pytest.raises(InvalidInput):
+        index.search(queries[0], K, Filter(created_from="2024-09-01", created_to="2024-03-01"))
+
+
 def test_a_narrow_created_window_is_read_through_its_index(
     corpus: Corpus, queries: np.ndarray
 ) -> None:

@@ -59,6 +59,7 @@ from autoforge_data.db.engine import Database
 from autoforge_data.db.uow import UnitOfWork
 from autoforge_data.errors import ConfigError, InvalidInput
 from autoforge_data.vector.base import Filter, Hits, Vector, check_query
+from autoforge_data.vector.mirror import filter_conditions
 from autoforge_data.vector.store import ModelRow
 
 log = logging.getLogger(__name__)
@@ -336,27 +337,11 @@ def indexed_metadata_keys(db: Database) -> frozenset[str]:
 
 
 def filter_sql(flt: Filter, alias: str = "p") -> tuple[str, list[Any]]:
-    """A WHERE clause over ``prompts`` (aliased) for a filter, and its parameters."""
-    if not re.match(r"^[a-z]{1,8}$", alias):
-        raise InvalidInput(f"invalid alias {alias!r}")
-    where: list[str] = []
-    params: list[Any] = []
-    if flt.status is not None:
-        where.append(f"{alias}.status IN ({','.join('?' * len(flt.status))})")
-        params.extend(flt.status)
-    if flt.owner_id is not None:
-        where.append(f"{alias}.owner_id = ?")
-        params.append(flt.owner_id)
-    if flt.created_from is not None:
-        where.append(f"{alias}.created_at >= ?")
-        params.append(flt.created_from)
-    if flt.created_to is not None:
-        where.append(f"{alias}.created_at < ?")
-        params.append(flt.created_to)
-    for key, value in flt.metadata.items():  # keys validated by Filter
-        where.append(f"json_extract({alias}.metadata, '$.{key}') = ?")
-        params.append(int(value) if isinstance(value, bool) else value)
-    return " AND ".join(where) or "1", params
+    """A WHERE clause over ``prompts`` (aliased) for a filter (``1`` for none), and its
+    parameters: :func:`~autoforge_data.vector.mirror.filter_conditions` AND-ed, so this
+    backend reads a filter exactly as the others and the keyword search do."""
+    parts, params = filter_conditions(flt, alias)
+    return " AND ".join(parts) or "1", params
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,8 +81,14 @@ def parse_created(texts: Sequence[str]) -> np.ndarray:
 # --- filters as SQL -------------------------------------------------------------------------------
 
 
-def filter_sql(flt: Filter, alias: str = "p") -> tuple[str, list[Any]]:
-    """``AND ...`` conditions on ``prompts`` (as ``alias``) for a filter, and their parameters."""
+def filter_conditions(flt: Filter, alias: str = "p") -> tuple[list[str], list[Any]]:
+    """The filter's conditions on ``prompts`` (as ``alias``), to be AND-ed, and their parameters.
+
+    Created bounds are compared in the stored form (UTC, milliseconds, ``Z``), whatever offset
+    the filter was written with. Metadata keys (validated by ``Filter``: letters, digits, ``_``)
+    are inlined in the JSON path, so SQLite can use an expression index on
+    ``json_extract(metadata, '$.<key>')`` (the libsql backend creates them for hot keys).
+    """
     if alias not in ("p", "prompts"):
         raise InvalidInput(f"invalid table alias {alias!r}")
     parts: list[str] = []
@@ -101,9 +107,14 @@ def filter_sql(flt: Filter, alias: str = "p") -> tuple[str, list[Any]]:
         parts.append(f"{alias}.created_at < ?")
         params.append(ms_to_iso(hi))
     for key, value in flt.metadata.items():
-        # Keys are validated by Filter (letters, digits, _); the JSON path is still a parameter.
-        parts.append(f"json_extract({alias}.metadata, ?) = ?")
-        params += [f"$.{key}", int(value) if isinstance(value, bool) else value]
+        parts.append(f"json_extract({alias}.metadata, '$.{key}') = ?")
+        params.append(int(value) if isinstance(value, bool) else value)
+    return parts, params
+
+
+def filter_sql(flt: Filter, alias: str = "p") -> tuple[str, list[Any]]:
+    """``AND ...`` conditions on ``prompts`` (as ``alias``) for a filter, and their parameters."""
+    parts, params = filter_conditions(flt, alias)
     return "".join(f" AND {p}" for p in parts), params
 
 
