@@ -12,7 +12,7 @@ setup(
         Extension(
             f"autoforge_data.vector.{name}",
             sources=[f"src/autoforge_data/vector/{name}.c"],
-            depends=["src/autoforge_data/vector/_simd.h"],
+            depends=["src/autoforge_data/vector/_simd.h", "src/autoforge_data/vector/_pybuf.h"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror"],
         )
         for name in ("_bits", "_hnsw")

@@ -145,7 +145,8 @@ def test_malformed_graphs_and_arguments_are_errors(
     fails(12, np.empty(3, np.int64), "outputs")
     read_only = np.empty(10, np.float32)
     read_only.flags.writeable = False
-    fails(13, read_only, "C-contiguous")
+    fails(13, read_only, "out_dist: a C-contiguous writable buffer")
+    fails(7, np.zeros((len(q), 2), np.float32)[:, 0], "query: a C-contiguous buffer")
     with pytest.raises(TypeError, match="14 arguments"):
         _hnsw.search(*good[:13])
 

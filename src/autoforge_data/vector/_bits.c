@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "_pybuf.h"
 #include "_simd.h"
 
 #define MAX_WORDS 64 /* 4,096 dimensions */
@@ -175,16 +176,6 @@ static void sift_down(scored *h, Py_ssize_t n, Py_ssize_t i) {
     h[i] = x;
 }
 
-static int get(PyObject *obj, Py_buffer *view, int writable, const char *what) {
-    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(obj, view, flags) < 0) {
-        PyErr_Format(PyExc_ValueError, "%s: a C-contiguous%s buffer is needed", what,
-                     writable ? " writable" : "");
-        return -1;
-    }
-    return 0;
-}
-
 /* Checks codes (b[0]), center (b[1]), query (b[2]) and allowed (ab) into a; -1 with an error. */
 static int check(Py_buffer *b, Py_buffer *ab, int is_mask, args_t *a) {
     Py_ssize_t d = b[1].len / 4, w = (d + 63) / 64;
@@ -247,12 +238,10 @@ static PyObject *hamming_top(PyObject *self, PyObject *const *args, Py_ssize_t n
     PyObject *result = NULL;
     Py_buffer b[NBUF]; /* codes, center, query, allowed, out */
     static const int writable[NBUF] = {0, 0, 0, 0, 1};
-    static const char *what[NBUF] = {"codes", "center", "query", "allowed", "out"};
+    static const char *const what[NBUF] = {"codes", "center", "query", "allowed", "out"};
     PyObject *objs[NBUF] = {args[0], args[1], args[2], args[5], args[4]};
-    int got = 0;
     args_t a;
-    for (; got < NBUF; got++)
-        if (get(objs[got], &b[got], writable[got], what[got]) < 0) goto done;
+    if (acquire_buffers(objs, b, writable, what, NBUF) < 0) return NULL;
     if (check(b, &b[3], is_mask, &a) < 0) goto done;
     if (r < 0 || (size_t)b[4].len < (size_t)r * sizeof(int64_t)) {
         PyErr_SetString(PyExc_ValueError, "out is smaller than r");
@@ -264,7 +253,7 @@ static PyObject *hamming_top(PyObject *self, PyObject *const *args, Py_ssize_t n
     Py_END_ALLOW_THREADS;
     if (raise_status(written) == 0) result = PyLong_FromSsize_t(written);
 done:
-    for (int i = 0; i < got; i++) PyBuffer_Release(&b[i]);
+    release_buffers(b, NBUF);
     return result;
 }
 
@@ -284,13 +273,11 @@ static PyObject *codes_search(PyObject *self, PyObject *const *args, Py_ssize_t 
     PyObject *result = NULL;
     Py_buffer b[NBUF2]; /* codes, center, query, allowed, matrix, out_ids, out_scores */
     static const int writable[NBUF2] = {0, 0, 0, 0, 0, 1, 1};
-    static const char *what[NBUF2] = {"codes", "center", "query", "allowed",
-                                      "matrix", "out_ids", "out_scores"};
+    static const char *const what[NBUF2] = {"codes", "center", "query", "allowed",
+                                            "matrix", "out_ids", "out_scores"};
     PyObject *objs[NBUF2] = {args[0], args[1], args[2], args[6], args[3], args[8], args[9]};
-    int got = 0;
     args_t a;
-    for (; got < NBUF2; got++)
-        if (get(objs[got], &b[got], writable[got], what[got]) < 0) goto done;
+    if (acquire_buffers(objs, b, writable, what, NBUF2) < 0) return NULL;
     if (check(b, &b[3], is_mask, &a) < 0) goto done;
     if ((size_t)b[4].len < (size_t)a.n * (size_t)a.d * sizeof(float)) {
         PyErr_SetString(PyExc_ValueError, "the matrix has fewer rows than the codes");
@@ -349,7 +336,7 @@ static PyObject *codes_search(PyObject *self, PyObject *const *args, Py_ssize_t 
     Py_END_ALLOW_THREADS;
     if (raise_status(status) == 0) result = PyLong_FromSsize_t(status);
 done:
-    for (int i = 0; i < got; i++) PyBuffer_Release(&b[i]);
+    release_buffers(b, NBUF2);
     return result;
 }
 

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "_pybuf.h"
 #include "_simd.h"
 
 /* ---- heaps of (distance, id) ------------------------------------------------------------ */
@@ -242,16 +243,11 @@ static PyObject *search(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *objs[NBUF] = {args[0], args[1], args[2], args[3], args[4],
                             args[7], filtered ? args[11] : args[7], args[12], args[13]};
     static const int writable[NBUF] = {0, 0, 0, 0, 0, 0, 0, 1, 1};
+    static const char *const what[NBUF] = {"matrix", "neighbors", "offsets", "levels", "cum",
+                                           "query", "allowed", "out_ids", "out_dist"};
     Py_buffer b[NBUF];
     PyObject *result = NULL;
-    int got = 0;
-    for (; got < NBUF; got++) {
-        int flags = PyBUF_C_CONTIGUOUS | (writable[got] ? PyBUF_WRITABLE : 0);
-        if (PyObject_GetBuffer(objs[got], &b[got], flags) < 0) {
-            PyErr_SetString(PyExc_ValueError, "search needs C-contiguous (writable) buffers");
-            goto done;
-        }
-    }
+    if (acquire_buffers(objs, b, writable, what, NBUF) < 0) return NULL;
     graph g;
     g.d = b[5].len / 4;
     g.n = g.d ? b[0].len / 4 / g.d : 0;
@@ -287,7 +283,7 @@ static PyObject *search(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     else
         result = PyLong_FromSsize_t(found);
 done:
-    for (int i = 0; i < got; i++) PyBuffer_Release(&b[i]);
+    release_buffers(b, NBUF);
     return result;
 }
 
