@@ -276,7 +276,7 @@ def report(run: Any) -> str:
             L.append(f"| {r['params']} | {r['build_s']} | {r['size_mb']} | {r['db_file_mb']} "
                      f"| {r['recall10']} | {_f(r['qps'])} | {_f(r['p50_ms'], 2)} |")
     other = [r for r in rows if r["engine"] in ("memory-warm-start", "hybrid", "vector-text",
-                                                  "embedder", "sentence-transformers")]
+                                                  "keyword", "embedder", "sentence-transformers")]
     if other:
         L += ["", "## Warm start, hybrid search, embedding", "",
               "| engine | ours | params | result |", "|---|---|---|---|"]
@@ -290,7 +290,7 @@ def report(run: Any) -> str:
                        f"CPU {r['cpu_seconds']} s, torch threads {r['torch_threads']})")
             else:
                 res = (f"{r['qps']} QPS, p50 {r['p50_ms']:.2f} ms, p95 {r['p95_ms']:.2f} ms "
-                       f"({r['queries']} held-out passages as query texts, mean "
+                       f"({r['queries']} query texts from held-out passages, mean "
                        f"{r['query_chars']:.0f} chars)")
             L.append(f"| {r['engine']} | {'yes' if r['ours'] else ''} | {r['params']} | {res} |")
     L += ["", "## Targets (issue 3), from this run", "", *targets(rows, notes)]

@@ -533,18 +533,24 @@ def _snippets(uow: UnitOfWork, terms: list[str], nums: list[int]) -> dict[int, s
         return {}
     rows = uow.fetchall(
         "SELECT rowid, snippet(prompts_fts, -1, '**', '**', '…', 24) FROM prompts_fts "
-        f"WHERE prompts_fts MATCH ? AND rowid IN ({','.join('?' * len(nums))})",
+        f"WHERE prompts_fts MATCH ? AND +rowid IN ({','.join('?' * len(nums))})",  # see _coverage
         (match, *nums),
     )
     return {int(num): _clean(str(text)) for num, text in rows}
 
 
 def _coverage(uow: UnitOfWork, terms: list[str], nums: list[int]) -> dict[int, int]:
-    """How many of ``terms`` each FTS row contains (one query: a UNION ALL per term)."""
+    """How many of ``terms`` each FTS row contains (one query: a UNION ALL per term).
+
+    ``+rowid`` keeps the row list out of FTS5's index: each term's doclist is read once, in
+    order, and checked against the list (an ephemeral set), instead of one doclist seek per row
+    and term (at 50k prompts, 16 words and 50 rows: 4 ms instead of 24). A doclist read costs at
+    most what the ranking that found the rows already paid for it.
+    """
     if len(terms) == 1 or not nums:
         return dict.fromkeys(nums, 1)
     marks = ",".join("?" * len(nums))
-    part = f"SELECT rowid FROM prompts_fts WHERE prompts_fts MATCH ? AND rowid IN ({marks})"
+    part = f"SELECT rowid FROM prompts_fts WHERE prompts_fts MATCH ? AND +rowid IN ({marks})"
     params: list[object] = []
     for term in terms:
         params += [f'"{term}"', *nums]
