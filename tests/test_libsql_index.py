@@ -33,6 +33,7 @@ from autoforge_data.vector.libsql_index import (
     repair_vector_meta,
 )
 from autoforge_data.vector.libsql_index import filter_sql as libsql_filter_sql
+from autoforge_data.vector.mirror import filter_sql as mirror_filter_sql
 from autoforge_data.vector.store import ModelRow, VectorStore, get_model
 from conftest import settings_for
 
@@ -262,6 +263,17 @@ def test_created_bounds_with_an_offset_mean_the_same_instant(
         assert index.search(q, K, shifted).nums.tolist() == index.search(q, K, utc).nums.tolist()
     with pytest.raises(InvalidInput):
         index.search(queries[0], K, Filter(created_from="2024-09-01", created_to="2024-03-01"))
+
+
+def test_a_key_added_to_a_filter_after_init_is_still_checked() -> None:
+    """Metadata keys are inlined in SQL: one slipped into a filter's dict after its checks is
+    refused where the SQL is made, not run."""
+    flt = Filter(metadata={"lang": "en"})
+    flt.metadata["x') = 1 OR 1=1 --"] = 1
+    with pytest.raises(InvalidInput, match="invalid metadata filter key"):
+        libsql_filter_sql(flt)
+    with pytest.raises(InvalidInput, match="invalid metadata filter key"):
+        mirror_filter_sql(flt)
 
 
 def test_a_narrow_created_window_is_read_through_its_index(

@@ -84,7 +84,7 @@ class IndexOptions:
     # Fewer allowed rows than this: their exact scores (recall 1.0). Above it the shortlist
     # reads 12 k rows instead of all of them: 1% filters (500 rows) read them exactly at
     # 0.43-0.49x the unfiltered QPS in a first (slowed, not kept) bench/vector.py run with 2,000
-    # here; with 300 they take codes at 1.19-1.53x (vector.md, idle run) and a shortlist of 120
+    # here; with 300 they take codes at 1.32-1.37x (vector.md, idle run) and a shortlist of 120
     # of 500 rows keeps recall@10 ~0.99 (vector.md, vector_tuning.md).
     codes_rows: int = 300
     codes_ns: float = 15.0

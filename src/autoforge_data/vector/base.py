@@ -26,6 +26,16 @@ _META_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 MetaValue = str | int | float | bool
 
 
+def checked_meta_key(key: str) -> str:
+    """A metadata filter key, checked: letters, digits and ``_`` (SQL inlines it in a JSON
+    path, so it is checked again where it is inlined: a filter's dict can change after init)."""
+    if not isinstance(key, str) or not _META_KEY.match(key):
+        raise InvalidInput(
+            f"invalid metadata filter key {key!r}", hint="keys are letters, digits and _ (max 64)"
+        )
+    return key
+
+
 @dataclass(frozen=True)
 class Filter:
     """What a search may return: every given condition must hold (AND)."""
@@ -45,11 +55,7 @@ class Filter:
                     hint="use draft, active or archived",
                 )
         for key, value in self.metadata.items():
-            if not _META_KEY.match(key):
-                raise InvalidInput(
-                    f"invalid metadata filter key {key!r}",
-                    hint="keys are letters, digits and _ (max 64)",
-                )
+            checked_meta_key(key)
             if not isinstance(value, (str, int, float, bool)):
                 raise InvalidInput(f"metadata filter {key!r} must be a string, number or bool")
 

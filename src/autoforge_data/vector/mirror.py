@@ -23,7 +23,7 @@ import numpy as np
 from autoforge_data.db.engine import Database
 from autoforge_data.db.uow import UnitOfWork
 from autoforge_data.errors import InvalidInput
-from autoforge_data.vector.base import FILTER_STATUSES, Filter, Nums, Vector
+from autoforge_data.vector.base import FILTER_STATUSES, Filter, Nums, Vector, checked_meta_key
 from autoforge_data.vector.codes import SignCodes
 from autoforge_data.vector.store import ModelRow
 
@@ -107,7 +107,7 @@ def filter_conditions(flt: Filter, alias: str = "p") -> tuple[list[str], list[An
         parts.append(f"{alias}.created_at < ?")
         params.append(ms_to_iso(hi))
     for key, value in flt.metadata.items():
-        parts.append(f"json_extract({alias}.metadata, '$.{key}') = ?")
+        parts.append(f"json_extract({alias}.metadata, '$.{checked_meta_key(key)}') = ?")
         params.append(int(value) if isinstance(value, bool) else value)
     return parts, params
 
