@@ -396,27 +396,23 @@ def hybrid(run: Run, db: Any, idx_root: Path) -> None:
         ("vector-text", "memory backend, vector mode; query vector cached (LRU hit)", "vector"),
         ("keyword", "FTS5: any word, most words first, then bm25; snippets", "keyword"),
     )
-    cells = [(e, p, m, "whole passage") for e, p, m in modes]
-    cells += [(e, p, m, "3 words") for e, p, m in modes]
+    queries = {"whole passage": texts, "3 words": shorts}
+    cells = [(e, p, m, kind) for kind in queries for e, p, m in modes]
     lat: list[list[float]] = [[] for _ in cells]
     results = 0
     try:
         assert ctx.embedder is not None
         ctx.embedder.embed(["warm up the model: load it before timing"])
         search(ctx, "warm up the search path", k=10, mode="hybrid")
-        for pair in zip(texts, shorts, strict=True):
+        for j in range(len(texts)):
             for i, (_, _, mode, kind) in enumerate(cells):
-                text = pair[0] if kind == "whole passage" else pair[1]
                 t0 = time.perf_counter()
-                found = search(ctx, text, k=10, mode=mode)
+                found = search(ctx, queries[kind][j], k=10, mode=mode)
                 lat[i].append(time.perf_counter() - t0)
                 results += len(found)
     finally:
         ctx.close()
-    chars = {
-        "whole passage": round(float(np.mean([len(x) for x in texts])), 1),
-        "3 words": round(float(np.mean([len(x) for x in shorts])), 1),
-    }
+    chars = {kind: round(float(np.mean([len(x) for x in qs])), 1) for kind, qs in queries.items()}
     for (engine, params, mode, kind), ls in zip(cells, lat, strict=True):
         t = _latency_row(ls)
         run.add(engine, True, f"{params}; {kind}", None, **t, mode=mode, query_chars=chars[kind])

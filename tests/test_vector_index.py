@@ -391,11 +391,11 @@ def test_planner_prices_the_codes_path(rsetup: RecallSetup) -> None:
         assert plain._codes_cost(10, n_allowed, masked=True) == float("inf")
         assert plain._rows.codes is None
         few = replace(IndexOptions(), codes_rows=n_allowed + 1)
-        default = MemoryIndex(rsetup.db, rsetup.model, options=few).open()
-        try:
-            assert default._codes_cost(10, n_allowed, masked=True) == float("inf")
+        below = MemoryIndex(rsetup.db, rsetup.model, options=few).open()
+        try:  # fewer allowed rows than codes_rows: exact scores, no codes
+            assert below._codes_cost(10, n_allowed, masked=True) == float("inf")
         finally:
-            default.close()
+            below.close()
     finally:
         index.close()
         plain.close()

@@ -11,9 +11,10 @@ MiniLM vectors, ``bench/results/vector.md``):
 * The search is our own C loop (``_hnsw.c``) over faiss's graph arrays and the matrix, read in
   place: the classic HNSW search, with each expanded node's unseen neighbours prefetched and
   their distances computed four at a time (AVX2/FMA when the CPU has them). On the same graph
-  it matches faiss's own ``search_c`` (1.00x the QPS at the same recall in
-  ``bench/results/vector_tuning.md``) without the SWIG call, and it takes a filter as the numpy
-  mask itself (a byte a row) instead of packing it into an ``IDSelectorBitmap`` each query.
+  it runs at 1.23x faiss's own ``search_c`` at the same recall (``bench/results/
+  vector_tuning.md``, idle run; 1.00x once on a slowed machine), without the SWIG call, and it
+  takes a filter as the numpy mask itself (a byte a row) instead of packing it into an
+  ``IDSelectorBitmap`` each query.
 
 faiss HNSW cannot delete: a changed or deleted row stays in the graph as a tombstone (the rows'
 ``alive`` flag filters it out of results) until the owner rebuilds the graph.
@@ -51,17 +52,15 @@ class IndexOptions:
     # efSearch = max(ef, k) x filter_ef / selectivity^filter_exp, at least max(ef, k) + 8.
     # Calibrated on the real corpus (bench/results/vector_tuning.md: 50k MiniLM vectors, random
     # filters, 400 queries): at 50 / 30 / 20 / 10 / 5% the rule gives efSearch 36 / 51 / 67 /
-    # 109 / 176 and recall@10 0.967 / 0.968 / 0.969 / 0.969 / 0.957 (10%: 289 us against 503 us
-    # for over-fetching 200, idle run of 2026-11-27; the 2026-11-28 run gives the same recalls
-    # within 0.002 and 605 vs 1,079 us on a slower machine). Only for at least filter_min of the
-    # rows and filter_rows rows: below 5% the graph routes to too few allowed rows (2%: 0.947 at
-    # efSearch 334), and exact scores of them are cheaper anyway (5%: 260 us, 2%: 108 us).
+    # 109 / 176 and recall@10 0.967 / 0.968 / 0.969 / 0.969 / 0.957 (10%: 320 us against 539 us
+    # for over-fetching 200). Only for at least filter_min of the rows and filter_rows rows:
+    # below 5% the graph routes to too few allowed rows (2%: 0.947 at efSearch 334, 918 us), and
+    # exact scores of them are cheaper anyway (5%: 462 vs 484 us, 2%: 174 us).
     filter_ef: float = 0.9
     filter_exp: float = 0.7
     # A filtered graph search costs about this many unfiltered ones of the same efSearch (it
-    # walks through disallowed rows): at 50% the rule's efSearch 36 took 132 us for recall
-    # 0.967, over-fetching 40 130 us for 0.972 (2026-11-28: 521 vs 470 us), so it is used only
-    # when cheaper by that measure.
+    # walks through disallowed rows): at 50% the rule's efSearch 36 took 165 us for recall
+    # 0.967, over-fetching 40 167 us for 0.972, so it is used only when cheaper by that measure.
     filter_cost: float = 1.25
     filter_min: float = 0.05
     filter_rows: int = 2_000
@@ -101,13 +100,11 @@ class IndexOptions:
     # do not fit the 32 MiB L3); 0.85x once on a machine slowed ~3.5x (rounds +-20% apart).
     locality_clusters: int = 256
     # HNSW M (2M links a vector on the base layer) and efConstruction (vector_tuning.md, efSearch
-    # 24; idle run of 2026-11-27): M=24 efC=100 recall@10 0.963 at 12,500 QPS, build 5.7 s;
-    # M=32 efC=100 0.969 at 12,200, 5.9 s; M=24 efC=200 0.965 at 11,800, 11.3 s; M=16 efC=200
-    # 0.957 at 13,700, 10.5 s. The 2026-11-28 run (slower machine) ranks them alike: 0.963 at
-    # 4,025 / 17.1 s, 0.968 at 4,056 / 20.0 s, 0.965 at 3,508 / 31.0 s, 0.956 at 3,262 / 35.0 s.
-    # M=24 and M=32 at efC 100 lie on one recall-QPS curve within run-to-run noise (their builds
-    # are not deterministic on 2 threads); M=24 has 25% fewer links. efC 200 breaks the build
-    # target.
+    # 24, build on 2 threads): M=24 efC=100 recall@10 0.963 at 10,825 QPS, build 8.3 s; M=32
+    # efC=100 0.968 at 8,785, 8.6 s; M=24 efC=200 0.965 at 8,405, 16.9 s; M=16 efC=200 0.956 at
+    # 10,140, 14.2 s. Earlier runs put M=24 and M=32 at efC 100 on one recall-QPS curve within
+    # run-to-run noise (their builds are not deterministic on 2 threads); M=24 has 25% fewer
+    # links. efC 200 breaks the build target.
     connectivity: int = 24
     expansion_add: int = 100
     build_threads: int = 2
